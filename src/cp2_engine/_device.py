@@ -1,0 +1,47 @@
+"""Resolve a torch device from a user-facing spec ("auto", "cpu", "cuda", "cuda:1", "mps")."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+_VALID = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
+    """Return the torch device for ``spec``.
+
+    Parameters
+    ----------
+    spec : str, torch.device or None
+        ``"auto"`` (or None) picks CUDA, then Apple MPS, then the CPU. Any other value is passed
+        to :class:`torch.device` after checking that the backend is available.
+
+    Returns
+    -------
+    torch.device
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(spec, torch.device):
+        return spec
+    if spec is None or spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if not isinstance(spec, str) or spec.split(":")[0] not in _VALID:
+        raise ValueError(f"device must be one of {_VALID} (optionally 'cuda:N'), got {spec!r}")
+    kind = spec.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but torch sees no CUDA device")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was requested but torch sees no Apple MPS device")
+    return torch.device(spec)
