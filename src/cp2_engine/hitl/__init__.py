@@ -1,0 +1,13 @@
+"""Human-in-the-loop: ROI accounting, a simulated annotator and a project on disk."""
+
+from cp2_engine.hitl.accounting import ACCEPT_IOU, RoiAccounting, RoiRecord, account_rois
+from cp2_engine.hitl.annotator import Correction, SimulatedAnnotator
+
+__all__ = [
+    "ACCEPT_IOU",
+    "Correction",
+    "RoiAccounting",
+    "RoiRecord",
+    "SimulatedAnnotator",
+    "account_rois",
+]
