@@ -12,7 +12,7 @@ from cp2_engine.zoo.clustering import check_styles
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RouteDecision", "StyleRouter"]
+__all__ = ["RouteDecision", "StyleRouter", "ZooModel", "ZooSegmentation"]
 
 
 @dataclass(frozen=True)
@@ -155,3 +155,135 @@ class StyleRouter:
         cluster = int(next(c for c in neighbour_labels if c in winners))
         votes = tuple((int(c), float(d)) for c, d in zip(neighbour_labels, dist))
         return RouteDecision(cluster, self.model_names[cluster], votes)
+
+
+@dataclass(frozen=True, eq=False)
+class ZooSegmentation:
+    """A specialist's :class:`~cp2_engine.model.Segmentation` plus the routing decision.
+
+    ``masks``, ``flows``, ``cellprob``, ``style`` and ``diameter`` read through to the
+    segmentation, so it can stand in for a ``Segmentation``.
+    """
+
+    segmentation: object
+    route: RouteDecision
+
+    def __getattr__(self, name: str):
+        if name in ("segmentation", "route") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.segmentation, name)
+
+
+class ZooModel:
+    """Segment each image with the specialist of its style cluster.
+
+    The style of an image comes from the zoo's style model (the net the zoo was clustered
+    with), at the given diameter (None: no resizing, as Cellpose's GUI uses the entered
+    diameter); a 5-NN vote over the training styles picks the cluster. Specialists load lazily
+    and are cached.
+
+    Parameters
+    ----------
+    zoo : Zoo
+        A loaded zoo (:func:`~cp2_engine.zoo.store.load_zoo`).
+    device : str
+        Device of every model.
+
+    Examples
+    --------
+    >>> model = ZooModel.load("path/to/zoo")  # doctest: +SKIP
+    >>> result = model.segment(image, diameter=17)  # doctest: +SKIP
+    >>> result.route.model_name, result.route.reason, result.masks.max()  # doctest: +SKIP
+    """
+
+    def __init__(self, zoo, *, device="auto") -> None:
+        from cp2_engine.model import Model
+
+        manifest = zoo.manifest
+        if not manifest.clusters:
+            raise ValueError(f"zoo {zoo.folder} has no clusters")
+        style_path = manifest.style_model or manifest.generalist
+        if style_path is None:
+            raise ValueError(f"zoo {zoo.folder} names neither a style model nor a generalist")
+        self.zoo = zoo
+        self.device = device
+        self.name = f"zoo:{zoo.folder}"
+        self.style_model = Model.load(zoo.folder / style_path, device=device)
+        names = {c.id: c.name for c in manifest.clusters}
+        self.router = StyleRouter.fit(zoo.styles, zoo.labels, model_names=names)
+        self._specialists: dict[int, object] = {}
+
+    @classmethod
+    def load(cls, folder, *, device="auto") -> ZooModel:
+        """Load a zoo folder (``"zoo:"`` prefix allowed), checking every model file exists.
+
+        Examples
+        --------
+        >>> ZooModel.load("zoo:path/to/zoo")  # doctest: +SKIP
+        """
+        from cp2_engine.zoo.store import load_zoo
+
+        text = str(folder)
+        return cls(load_zoo(text.removeprefix("zoo:")), device=device)
+
+    def specialist(self, cluster: int):
+        """The (cached) :class:`~cp2_engine.model.Model` of one cluster."""
+        from cp2_engine.model import Model
+
+        if cluster not in self._specialists:
+            path = self.zoo.model_path(cluster)
+            self._specialists[cluster] = Model.load(path, device=self.device)
+        return self._specialists[cluster]
+
+    def route(self, image, *, diameter=None, channels=(0, 0)) -> RouteDecision:
+        """Route one image to a cluster (see the class notes on ``diameter``).
+
+        Examples
+        --------
+        >>> ZooModel.load("zoo").route(image, diameter=30).reason  # doctest: +SKIP
+        """
+        from cp2_engine.zoo.styles import compute_styles
+
+        style = compute_styles(
+            self.style_model,
+            [image],
+            diameters=diameter,
+            diam_mean=self.zoo.manifest.diam_mean,
+            channels=channels,
+        )[0]
+        decision = self.router.route(style)
+        log.info("routed to %s: %s", decision.model_name, decision.reason)
+        return decision
+
+    def segment(
+        self, image, *, diameter=None, channels=(0, 0), config=None, **overrides
+    ) -> ZooSegmentation:
+        """Route ``image`` and segment it with that cluster's specialist.
+
+        Parameters
+        ----------
+        image : array_like
+            One 2-D image.
+        diameter : float, optional
+            Object diameter in pixels, used for routing and passed to the specialist (None:
+            the specialist's own default).
+        channels : (int, int)
+            Cellpose channels.
+        config : SegmentConfig, optional
+            Passed to the specialist's ``segment`` with ``overrides``.
+        **overrides
+            ``SegmentConfig`` fields.
+
+        Returns
+        -------
+        ZooSegmentation
+
+        Examples
+        --------
+        >>> ZooModel.load("zoo").segment(image, diameter=30).route.cluster  # doctest: +SKIP
+        """
+        decision = self.route(image, diameter=diameter, channels=channels)
+        seg = self.specialist(decision.cluster).segment(
+            image, diameter=diameter, channels=channels, config=config, **overrides
+        )
+        return ZooSegmentation(seg, decision)

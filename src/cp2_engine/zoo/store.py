@@ -57,10 +57,16 @@ class ZooCluster:
 
 @dataclass(frozen=True)
 class ZooManifest:
-    """Everything about a zoo except its arrays; stored as ``zoo.json``."""
+    """Everything about a zoo except its arrays; stored as ``zoo.json``.
+
+    ``generalist`` and ``style_model`` are model paths relative to the folder (or None):
+    ``style_model`` is the net whose styles the router was fitted on (the build's base model).
+    ``base_model`` names where that base came from (informational).
+    """
 
     clusters: tuple[ZooCluster, ...]
     generalist: str | None = None
+    style_model: str | None = None
     base_model: str | None = None
     n_neighbors: int = 100
     resolution: float = 0.45
@@ -247,8 +253,7 @@ def _check_clusters(manifest: ZooManifest, labels: np.ndarray, folder: Path) -> 
 
 def _check_model_files(manifest: ZooManifest, folder: Path) -> None:
     paths = [c.model for c in manifest.clusters]
-    if manifest.generalist is not None:
-        paths.append(manifest.generalist)
+    paths += [p for p in (manifest.generalist, manifest.style_model) if p is not None]
     for rel in paths:
         if not (folder / rel).is_file():
             raise FileNotFoundError(f"zoo {folder}: model file missing: {folder / rel}")
