@@ -1,0 +1,130 @@
+"""HITL project on disk: create, accept, reopen, never overwrite, clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+
+from cp2_engine.hitl.project import HitlProject
+
+
+def _disks(shape, centres, radius):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, np.uint16)
+    for i, (cy, cx) in enumerate(centres, start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = i
+    return labels
+
+
+def _data(rng, n=3, shape=(48, 48)):
+    images, truths = [], []
+    for _ in range(n):
+        centres = rng.integers(8, shape[0] - 8, size=(4, 2))
+        lab = _disks(shape, centres, 5)
+        images.append((lab > 0).astype(np.float32) + 0.1 * rng.random(shape, dtype=np.float32))
+        truths.append(lab)
+    return images, truths
+
+
+@pytest.fixture
+def project(tmp_path, rng):
+    images, truths = _data(rng)
+    return HitlProject.create(
+        tmp_path / "proj", images=images, ground_truth=truths, initial_model="scratch"
+    )
+
+
+def test_create_layout_and_reopen(project):
+    folder = project.folder
+    meta = json.loads((folder / "project.json").read_text())
+    assert meta["schema_version"] == 1
+    assert meta["initial_model"] == "scratch"
+    assert [im["name"] for im in meta["images"]] == ["image_000", "image_001", "image_002"]
+    assert (folder / "images" / "image_001.tif").is_file()
+    assert (folder / "truth" / "image_001_masks.tif").is_file()
+    again = HitlProject.open(folder)
+    assert again.names == project.names
+    np.testing.assert_array_equal(again.image("image_002"), project.image("image_002"))
+    assert again.status().n_accepted == 0
+    assert again.next_image() == "image_000"
+
+
+def test_accept_counts_survive_reopening(project):
+    pred = project.truth("image_000").copy()
+    pred[pred == 4] = 0  # the model missed one cell
+    tifffile.imwrite(project.folder / "predictions" / "image_000_pred.tif", pred)
+    acc = project.accept("image_000", project.truth("image_000"))
+    assert (acc.n_accepted, acc.n_edited, acc.n_drawn, acc.n_deleted) == (3, 0, 1, 0)
+    again = HitlProject.open(project.folder)
+    assert again.accounting("image_000") == acc
+    assert again.next_image() == "image_001"
+    status = again.status()
+    assert (status.n_accepted, status.n_drawn_total, status.n_rounds) == (1, 1, 0)
+    np.testing.assert_array_equal(again.corrected("image_000"), project.truth("image_000"))
+
+
+def test_accept_without_prediction_counts_all_drawn(project):
+    acc = project.accept("image_001", project.truth("image_001"))
+    assert acc.n_drawn == len(np.unique(project.truth("image_001"))) - 1
+    assert acc.n_accepted == 0
+
+
+def test_accept_never_overwrites_without_consent(project):
+    first = project.truth("image_000")
+    project.accept("image_000", first)
+    other = np.zeros_like(first)
+    other[:5, :5] = 1
+    with pytest.raises(FileExistsError, match="already accepted"):
+        project.accept("image_000", other)
+    np.testing.assert_array_equal(project.corrected("image_000"), first)
+    project.accept("image_000", other, overwrite=True)
+    np.testing.assert_array_equal(project.corrected("image_000"), other)
+    backups = sorted((project.folder / "corrected" / "backup").glob("*_masks.tif"))
+    assert len(backups) == 1
+    np.testing.assert_array_equal(tifffile.imread(backups[0]), first)
+
+
+def test_bad_inputs_give_clear_errors(project, tmp_path):
+    labels = project.truth("image_000")
+    with pytest.raises(ValueError, match="unknown image name"):
+        project.accept("nope", labels)
+    with pytest.raises(ValueError, match="shape"):
+        project.accept("image_000", labels[:10])
+    with pytest.raises(FileExistsError, match="already holds a project"):
+        HitlProject.create(project.folder, images=[labels], initial_model="scratch")
+    with pytest.raises(FileNotFoundError, match=r"project\.json"):
+        HitlProject.open(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="no such image"):
+        HitlProject.create(tmp_path / "p2", images=[tmp_path / "none.tif"])
+    bad = np.full((8, 8), np.nan, np.float32)
+    with pytest.raises(ValueError, match="NaN"):
+        HitlProject.create(tmp_path / "p3", images=[bad])
+    with pytest.raises(ValueError, match="ground_truth"):
+        HitlProject.create(tmp_path / "p4", images=[labels], ground_truth=[labels[:4]])
+    assert project.corrected("image_000") is None
+
+
+def test_corrupt_project_json_is_reported_and_left_alone(project):
+    project.accept("image_000", project.truth("image_000"))
+    path = project.folder / "project.json"
+    path.write_text('{"schema_version": 1, "images": [')
+    with pytest.raises(ValueError, match="corrupt project file"):
+        HitlProject.open(project.folder)
+    assert path.read_text() == '{"schema_version": 1, "images": ['
+    assert (project.folder / "corrected" / "image_000_masks.tif").is_file()
+
+
+def test_image_names_from_paths(tmp_path, rng):
+    images, _ = _data(rng, n=2)
+    paths = []
+    for i, img in enumerate(images):
+        p = tmp_path / f"cell {i}.tif"
+        tifffile.imwrite(p, img)
+        paths.append(p)
+    proj = HitlProject.create(tmp_path / "proj", images=paths, initial_model="scratch")
+    assert proj.names == ["cell_0", "cell_1"]
+    with pytest.raises(ValueError, match="unique"):
+        HitlProject.create(tmp_path / "x", images=images, names=["a", "a"])
