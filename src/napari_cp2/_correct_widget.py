@@ -1,0 +1,246 @@
+"""The "Correct" widget: ROI edits on a Labels layer, per-ROI provenance, and Accept."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from magicgui.widgets import CheckBox, Container, Label, PushButton, SpinBox, create_widget
+from napari.utils.notifications import show_error, show_info
+from napari.viewer import Viewer
+
+from . import _workers as jobs
+from ._edits import EditHistory, add_rois, delete_roi, merge_rois, relabel_roi
+from ._layers import SUFFIXES
+from ._tooltips import LABELS, TOOLTIPS, message
+from ._workspace import Cp2Workspace, workspace_for
+
+__all__ = ["CorrectWidget", "provenance_counts"]
+
+logger = logging.getLogger(__name__)
+
+
+def provenance_counts(prediction: np.ndarray | None, labels: np.ndarray):
+    """Per-ROI provenance of ``labels`` against the model's ``prediction`` (engine accounting).
+
+    Without a prediction every ROI counts as drawn by the human.
+
+    Examples
+    --------
+    >>> acc = provenance_counts(np.array([[1, 0, 2]]), np.array([[1, 0, 0]]))
+    >>> acc.n_accepted, acc.n_deleted
+    (1, 1)
+    """
+    from cp2_engine.hitl.accounting import account_rois
+
+    labels = np.asarray(labels)
+    pred = np.zeros(labels.shape, np.uint16) if prediction is None else prediction
+    return account_rois(pred, labels)
+
+
+def _w(widget, key: str):
+    widget.label = LABELS.get(key, key)
+    widget.tooltip = TOOLTIPS.get(key)
+    return widget
+
+
+class CorrectWidget(Container):
+    """ROI-level corrections on a Labels layer (napari's own paint/fill/erase work too).
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer to work in.
+    workspace : Cp2Workspace, optional
+        Shared plugin state (default: the viewer's own).
+    """
+
+    def __init__(self, viewer: Viewer, *, workspace: Cp2Workspace | None = None) -> None:
+        super().__init__()
+        self._viewer = viewer
+        self._ws = workspace if workspace is not None else workspace_for(viewer)
+        self.history = EditHistory()
+        self._hooked = None
+        self._build()
+
+    def _build(self) -> None:
+        self._labels = _w(create_widget(annotation="napari.layers.Labels"), "labels")
+        self._delete_mode = _w(CheckBox(value=False, text=LABELS["delete_mode"]), "delete_mode")
+        self._shapes = _w(
+            create_widget(annotation="napari.layers.Shapes", options={"nullable": True}),
+            "draw_shapes",
+        )
+        self._add = _w(PushButton(text=LABELS["add_shapes"]), "add_shapes")
+        self._merge_a = _w(SpinBox(value=1, min=1, max=2**31 - 1), "merge_a")
+        self._merge_b = _w(SpinBox(value=2, min=1, max=2**31 - 1), "merge_b")
+        self._merge = _w(PushButton(text=LABELS["merge"]), "merge")
+        self._relabel_id = _w(SpinBox(value=1, min=1, max=2**31 - 1), "relabel_id")
+        self._relabel = _w(PushButton(text=LABELS["relabel"]), "relabel")
+        self._undo = _w(PushButton(text=LABELS["undo"]), "undo")
+        self._accept = _w(PushButton(text=LABELS["accept"]), "accept")
+        self._counts = Label(value="")
+        self.extend(
+            [self._labels, self._delete_mode, self._shapes, self._add, self._merge_a,
+             self._merge_b, self._merge, self._relabel_id, self._relabel, self._undo,
+             self._accept, self._counts]
+        )  # fmt: skip
+        self._add.changed.connect(lambda: self.add_from_shapes())
+        self._merge.changed.connect(lambda: self.merge(self._merge_a.value, self._merge_b.value))
+        self._relabel.changed.connect(lambda: self.relabel(self._relabel_id.value))
+        self._undo.changed.connect(lambda: self.undo())
+        self._accept.changed.connect(lambda: self.accept())
+        self._delete_mode.changed.connect(lambda _v: self._hook_layer(self._labels.value))
+        self._labels.changed.connect(self._hook_layer)
+        self._hook_layer(self._labels.value)
+
+    # ------------------------------------------------------------------ layer hooks
+    def _hook_layer(self, layer) -> None:
+        old = self._hooked
+        if old is not None:
+            if self._on_click in old.mouse_drag_callbacks:
+                old.mouse_drag_callbacks.remove(self._on_click)
+            old.events.paint.disconnect(self.refresh_counts)
+            old.events.data.disconnect(self.refresh_counts)
+        self._hooked = layer
+        if layer is None:
+            return
+        if self._delete_mode.value:
+            layer.mouse_drag_callbacks.append(self._on_click)
+        layer.events.paint.connect(self.refresh_counts)
+        layer.events.data.connect(self.refresh_counts)
+        self.refresh_counts()
+
+    def _on_click(self, layer, event) -> None:
+        self.delete_at(event.position, world=True)
+
+    # ------------------------------------------------------------------ editing core
+    def _layer(self):
+        layer = self._labels.value
+        if layer is None:
+            show_error(message("no_labels"))
+        return layer
+
+    def _apply(self, layer, new: np.ndarray) -> None:
+        self.history.push(layer.name, np.asarray(layer.data))
+        layer.data = new
+        self.refresh_counts()
+
+    def _edit(self, func, *args):
+        """Run ``func(labels, *args)`` on the chosen layer; returns the func result or None."""
+        layer = self._layer()
+        if layer is None:
+            return None
+        try:
+            result = func(np.asarray(layer.data), *args)
+        except ValueError as err:
+            show_error(f"cp2: {err} of '{layer.name}'.")
+            return None
+        new = result[0] if isinstance(result, tuple) else result
+        self._apply(layer, new)
+        return result
+
+    def delete_at(self, position, *, world: bool = False) -> int:
+        """Delete the ROI under ``position`` (data coordinates unless ``world``); return its id."""
+        layer = self._labels.value
+        if layer is None:
+            return 0
+        value = layer.get_value(position, world=world) if world else _value_at(layer, position)
+        if not value:
+            return 0
+        return int(value) if self._edit(delete_roi, int(value)) is not None else 0
+
+    def delete(self, label: int) -> bool:
+        """Delete ROI ``label``."""
+        return self._edit(delete_roi, int(label)) is not None
+
+    def merge(self, keep: int, other: int) -> bool:
+        """Merge ROI ``other`` into ROI ``keep``."""
+        return self._edit(merge_rois, int(keep), int(other)) is not None
+
+    def relabel(self, label: int) -> int:
+        """Give ROI ``label`` a fresh id; return it (0 on failure)."""
+        result = self._edit(relabel_roi, int(label))
+        return 0 if result is None else result[1]
+
+    def add_from_shapes(self) -> list[int]:
+        """Turn every shape of the chosen shapes layer into a new ROI; return the new ids."""
+        layer, shapes = self._layer(), self._shapes.value
+        if layer is None:
+            return []
+        if shapes is None or len(shapes.data) == 0:
+            show_error(message("no_shapes"))
+            return []
+        masks = shapes.to_masks(mask_shape=np.asarray(layer.data).shape)
+        result = self._edit(add_rois, masks)
+        if result is None:
+            return []
+        shapes.data = []
+        return result[1]
+
+    def undo(self) -> bool:
+        """Undo the last edit made with this widget."""
+        layer = self._labels.value
+        previous = self.history.pop(layer.name) if layer is not None else None
+        if previous is None:
+            show_info(message("nothing_to_undo"))
+            return False
+        layer.data = previous
+        self.refresh_counts()
+        return True
+
+    # ------------------------------------------------------------------ provenance / accept
+    def provenance(self):
+        """ROI accounting of the chosen layer against its model prediction (None: no layer)."""
+        layer = self._labels.value
+        if layer is None:
+            return None
+        return provenance_counts(self._ws.prediction_for(layer.name), np.asarray(layer.data))
+
+    def refresh_counts(self, *_args) -> None:
+        """Update the provenance line (model / edited / drawn / deleted)."""
+        acc = self.provenance()
+        if acc is None:
+            self._counts.value = ""
+            return
+        self._counts.value = (
+            f"model {acc.n_accepted} · edited {acc.n_edited} · drawn {acc.n_drawn} · "
+            f"deleted {acc.n_deleted}"
+        )
+
+    def _image_name(self, layer) -> str:
+        name = layer.metadata.get("cp2_image")
+        if name:
+            return name
+        suffix = SUFFIXES["masks"]
+        return layer.name[: -len(suffix)] if layer.name.endswith(suffix) else layer.name
+
+    def accept(self):
+        """Hand the labels to the open HITL project; return the project's accounting."""
+        layer = self._layer()
+        if layer is None:
+            return None
+        project = self._ws.project
+        if project is None:
+            show_error(message("no_project"))
+            return None
+        labels = np.asarray(layer.data)
+        if not labels.any():
+            show_error(message("empty_labels", name=layer.name, action="accept"))
+            return None
+        name = self._image_name(layer)
+        try:
+            acc = jobs.accept_labels(project, name, labels)
+        except (ValueError, TypeError, OSError) as err:
+            show_error(message("job_failed", job="accept", error=err))
+            return None
+        show_info(message("accepted", name=name, n=acc.n_corrected, human=acc.n_human))
+        self._ws.image_accepted.emit(name)
+        return acc
+
+
+def _value_at(layer, position) -> int:
+    idx = tuple(round(p) for p in position)
+    data = np.asarray(layer.data)
+    if any(i < 0 or i >= n for i, n in zip(idx, data.shape)):
+        return 0
+    return int(data[idx])

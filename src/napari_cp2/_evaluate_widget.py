@@ -1,0 +1,162 @@
+"""The "Evaluate" widget: AP of a Labels layer against ground truth, curve, FP/FN layers."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import Container, FileEdit, Label, LineEdit, PushButton, Table, create_widget
+from napari.utils.notifications import show_error
+from napari.viewer import Viewer
+
+from . import _workers as jobs
+from ._tooltips import LABELS, TOOLTIPS, message
+from ._workspace import Cp2Workspace, workspace_for
+
+__all__ = ["EvaluateWidget", "parse_thresholds"]
+
+logger = logging.getLogger(__name__)
+
+
+def parse_thresholds(text: str) -> tuple[float, ...]:
+    """Parse ``"0.5, 0.75"`` into IoU thresholds in (0, 1].
+
+    Examples
+    --------
+    >>> parse_thresholds("0.5, 0.75 0.9")
+    (0.5, 0.75, 0.9)
+    """
+    try:
+        values = tuple(float(v) for v in text.replace(",", " ").split())
+    except ValueError as err:
+        raise ValueError(message("bad_thresholds")) from err
+    if not values or any(not 0 < v <= 1 for v in values):
+        raise ValueError(message("bad_thresholds"))
+    return values
+
+
+def _w(widget, key: str):
+    widget.label = LABELS.get(key, key)
+    widget.tooltip = TOOLTIPS.get(key)
+    return widget
+
+
+class EvaluateWidget(Container):
+    """Compare predicted labels with ground truth (a layer, or a folder of masks).
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer to work in.
+    workspace : Cp2Workspace, optional
+        Shared plugin state (default: the viewer's own).
+    """
+
+    def __init__(self, viewer: Viewer, *, workspace: Cp2Workspace | None = None) -> None:
+        super().__init__()
+        self._viewer = viewer
+        self._ws = workspace if workspace is not None else workspace_for(viewer)
+        self.result: dict | None = None
+        self._pred = _w(create_widget(annotation="napari.layers.Labels"), "labels")
+        self._truth = _w(
+            create_widget(annotation="napari.layers.Labels", options={"nullable": True}), "truth"
+        )
+        self._folder = _w(FileEdit(mode="d"), "truth_folder")
+        self._thresholds = _w(LineEdit(value="0.5, 0.75, 0.9"), "thresholds")
+        self._run = _w(PushButton(text=LABELS["evaluate"]), "evaluate")
+        self._table = Table(value={"IoU": [], "AP": [], "TP": [], "FP": [], "FN": []})
+        self._summary = Label(value="")
+        self.extend(
+            [self._pred, self._truth, self._folder, self._thresholds, self._run, self._table,
+             self._summary]
+        )  # fmt: skip
+        self._canvas = self._make_canvas()
+        self._run.changed.connect(lambda: self.evaluate())
+
+    def _make_canvas(self):
+        from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(3, 2), tight_layout=True)
+        canvas = FigureCanvasQTAgg(fig)
+        canvas.setMinimumHeight(160)
+        self.native.layout().addWidget(canvas)
+        return canvas
+
+    def _truth_array(self, pred_layer) -> np.ndarray | None:
+        layer = self._truth.value
+        if layer is not None:
+            return np.asarray(layer.data)
+        folder = self._folder.value
+        if folder is None or str(folder) in ("", "."):
+            show_error(message("no_truth"))
+            return None
+        stem = pred_layer.metadata.get("cp2_image") or pred_layer.name
+        for suffix in ("_masks.tif", "_masks.tiff", "_seg.npy"):
+            path = Path(folder) / f"{stem}{suffix}"
+            if path.is_file():
+                from ._io import read_cellpose
+
+                return np.asarray(read_cellpose(str(path))[-1][0])
+        show_error(message("truth_missing", name=stem, folder=folder))
+        return None
+
+    def evaluate(self) -> dict | None:
+        """Compute the AP table, the AP-vs-IoU curve and FP/FN layers; return the numbers."""
+        pred_layer = self._pred.value
+        if pred_layer is None:
+            show_error(message("no_labels"))
+            return None
+        try:
+            thresholds = parse_thresholds(self._thresholds.value)
+        except ValueError as err:
+            show_error(str(err))
+            return None
+        truth = self._truth_array(pred_layer)
+        if truth is None:
+            return None
+        pred = np.asarray(pred_layer.data)
+        if truth.shape != pred.shape:
+            show_error(message("shape_mismatch", a=pred_layer.name, sa=pred.shape, b="ground "
+                               "truth", sb=truth.shape))  # fmt: skip
+            return None
+        task = jobs.Task(
+            jobs.evaluate_job(truth, pred, thresholds=thresholds),
+            name="evaluation",
+            on_done=lambda res: self._show(pred_layer, res),
+            on_error=lambda err: show_error(message("job_failed", job="evaluation", error=err)),
+            threaded=False,
+        )
+        task.start()
+        return self.result
+
+    def _show(self, pred_layer, res: dict) -> None:
+        self.result = res
+        self._table.value = {
+            "IoU": [f"{t:.2f}" for t in res["thresholds"]],
+            "AP": [f"{a:.3f}" for a in res["ap"]],
+            "TP": [int(v) for v in res["tp"]],
+            "FP": [int(v) for v in res["fp"]],
+            "FN": [int(v) for v in res["fn"]],
+        }
+        self._summary.value = f"AP@0.5 (curve start) {res['curve'][1][0]:.3f}"
+        self._plot(*res["curve"])
+        self._set_layer(f"{pred_layer.name}_FP", res["fp_mask"], pred_layer)
+        self._set_layer(f"{pred_layer.name}_FN", res["fn_mask"], pred_layer)
+
+    def _plot(self, ious: np.ndarray, ap: np.ndarray) -> None:
+        fig = self._canvas.figure
+        fig.clear()
+        ax = fig.add_subplot(111)
+        ax.plot(ious, ap, "o-")
+        ax.set_xlabel("IoU threshold")
+        ax.set_ylabel("AP")
+        ax.set_ylim(0, 1.02)
+        self._canvas.draw_idle()
+
+    def _set_layer(self, name: str, data: np.ndarray, like) -> None:
+        if name in self._viewer.layers:
+            self._viewer.layers[name].data = data
+        else:
+            self._viewer.add_labels(data, name=name, scale=like.scale, translate=like.translate)

@@ -1,0 +1,268 @@
+"""The "Train" widget: the HITL project, accepted images, and background retraining."""
+
+from __future__ import annotations
+
+import logging
+import re
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.utils.notifications import show_error, show_info, show_warning
+from napari.viewer import Viewer
+
+from . import _workers as jobs
+from ._layers import layer_names
+from ._tooltips import LABELS, TOOLTIPS, message
+from ._workspace import Cp2Workspace, workspace_for
+
+__all__ = ["TrainWidget", "format_eta", "project_name"]
+
+logger = logging.getLogger(__name__)
+
+#: The paper's online (human-in-the-loop) defaults.
+DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_WD = 100, 0.1, 1e-4
+
+
+def project_name(layer_name: str) -> str:
+    """A project image name (letters, digits, ``._-``) made from a layer name.
+
+    Examples
+    --------
+    >>> project_name("my cells (1)")
+    'my_cells_1'
+    """
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", layer_name).strip("_.-")
+    return name or "image"
+
+
+def format_eta(seconds: float) -> str:
+    """Format a duration as ``1m05s``.
+
+    Examples
+    --------
+    >>> format_eta(65.2)
+    '1m05s'
+    """
+    seconds = max(0, round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _w(widget, key: str):
+    widget.label = LABELS.get(key, key)
+    widget.tooltip = TOOLTIPS.get(key)
+    return widget
+
+
+class TrainWidget(Container):
+    """Open/create a HITL project and retrain its model in the background.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+        The viewer to work in.
+    workspace : Cp2Workspace, optional
+        Shared plugin state (default: the viewer's own).
+    threaded : bool, optional
+        Run training in a worker thread (default unless ``CP2_NAPARI_NOTHREADS`` is set).
+    """
+
+    def __init__(
+        self, viewer: Viewer, *, workspace: Cp2Workspace | None = None, threaded=None
+    ) -> None:
+        super().__init__()
+        self._viewer = viewer
+        self._ws = workspace if workspace is not None else workspace_for(viewer)
+        self._threaded = threaded
+        self.task: jobs.Task | None = None
+        self.last_record = None
+        self._last_loss = float("nan")
+        #: Extra TrainConfig fields (e.g. a small ``bsize`` for quick tests).
+        self.extra_config: dict = {}
+        self._build()
+        self._ws.image_accepted.connect(lambda _name: self.refresh())
+
+    def _build(self) -> None:
+        self._folder = _w(FileEdit(mode="d"), "project")
+        self._open = _w(PushButton(text=LABELS["open_project"]), "open_project")
+        self._initial = _w(ComboBox(choices=self._initial_choices), "initial_model")
+        self._epochs = _w(SpinBox(value=DEFAULT_EPOCHS, min=1, max=10000), "epochs")
+        self._lr = _w(FloatSpinBox(value=DEFAULT_LR, min=1e-5, max=10.0, step=0.01), "lr")
+        self._wd = _w(FloatSpinBox(value=DEFAULT_WD, min=0.0, max=1.0, step=1e-5), "weight_decay")
+        self._accepted = Label(value="no project")
+        self._retrain = _w(PushButton(text=LABELS["retrain"]), "retrain")
+        self._cancel = _w(PushButton(text=LABELS["cancel"]), "cancel")
+        self._progress = ProgressBar(value=0, min=0, max=DEFAULT_EPOCHS, label="epochs")
+        self._status = Label(value="")
+        self.extend(
+            [self._folder, self._open, self._initial, self._epochs, self._lr, self._wd,
+             self._accepted, self._retrain, self._cancel, self._progress, self._status]
+        )  # fmt: skip
+        self._open.changed.connect(lambda: self.open_project(self._folder.value))
+        self._retrain.changed.connect(lambda: self.retrain())
+        self._cancel.changed.connect(lambda: self.cancel())
+
+    def _initial_choices(self, _widget=None) -> list[tuple[str, str]]:
+        try:
+            choices = jobs.model_choices()
+        except (ImportError, OSError, ValueError) as err:
+            logger.warning("cp2: model registry unavailable: %s", err)
+            choices = []
+        return [*choices, ("scratch (random weights)", "scratch")]
+
+    # --------------------------------------------------------------------- project
+    def _viewer_images(self) -> dict[str, np.ndarray]:
+        out = {}
+        for layer in self._viewer.layers:
+            is_2d = layer._type_string == "image" and (layer.ndim == 2 or layer.rgb)
+            ours = layer.name.endswith(("_cp2_flows", "_cp2_cellprob"))
+            if is_2d and not ours:
+                out[project_name(layer.name)] = np.asarray(layer.data)
+        return out
+
+    def open_project(self, folder, *, initial_model: str | None = None):
+        """Open the project in ``folder``, or create it from the viewer's 2-D images."""
+        if folder is None or not str(folder).strip() or str(folder) == ".":
+            show_error(message("no_project"))
+            return None
+        initial = initial_model or self._initial.value or "scratch"
+        try:
+            project = jobs.open_project(
+                Path(folder), images=self._viewer_images(), initial_model=initial
+            )
+        except (ValueError, TypeError, OSError) as err:
+            show_error(message("job_failed", job="opening the project", error=err))
+            return None
+        self._ws.set_project(project)
+        self._restore(project)
+        self.refresh()
+        show_info(message("project_opened", path=folder, n=len(project.accepted_names())))
+        return project
+
+    def _restore(self, project) -> None:
+        """Show the project's images, accepted labels and latest model in the viewer."""
+        for name in project.names:
+            if name not in self._viewer.layers:
+                self._viewer.add_image(project.image(name), name=name)
+            labels = project.corrected(name)
+            masks_name = layer_names(name)["masks"]
+            if labels is not None and masks_name not in self._viewer.layers:
+                self._viewer.add_labels(labels, name=masks_name, metadata={"cp2_image": name})
+                pred = project.prediction(name)
+                if pred is not None:
+                    self._ws.set_prediction(masks_name, pred)
+        for _label, path in jobs.project_model_choices(project):
+            self._ws.add_model(path)
+
+    def refresh(self) -> None:
+        """Update the list of accepted images and their ROI counts."""
+        project = self._ws.project
+        if project is None:
+            self._accepted.value = "no project"
+            return
+        lines = []
+        for name in project.accepted_names():
+            acc = project.accounting(name)
+            lines.append(f"{name}: {acc.n_corrected} ROIs ({acc.n_human} by you)")
+        head = f"{len(lines)}/{len(project.names)} accepted · model {project.current_model}"
+        self._accepted.value = "\n".join([head, *lines])
+
+    # --------------------------------------------------------------------- training
+    def config(self):
+        """The TrainConfig of the next round (online mode, the widget's settings)."""
+        from cp2_engine.train import TrainConfig
+
+        return TrainConfig(
+            mode="online",
+            n_epochs=int(self._epochs.value),
+            learning_rate=float(self._lr.value),
+            weight_decay=float(self._wd.value),
+            **self.extra_config,
+        )
+
+    def retrain(self) -> jobs.Task | None:
+        """Start a retraining round in the background."""
+        project = self._ws.project
+        if project is None:
+            show_error(message("no_project"))
+            return None
+        if self.task is not None and self.task.running:
+            show_warning(message("busy", job="retraining"))
+            return None
+        if not project.accepted_names():
+            show_error(message("no_accepted"))
+            return None
+        try:
+            config = self.config()
+        except (ValueError, TypeError) as err:
+            show_error(message("job_failed", job="retraining", error=err))
+            return None
+        self._progress.max = config.n_epochs
+        self._progress.value = 0
+        self._status.value = "starting…"
+        self.task = jobs.Task(
+            jobs.retrain_job(project, config),
+            name="retraining",
+            on_yield=partial(self._on_event, config.n_epochs),
+            on_done=self._on_trained,
+            on_error=self._on_error,
+            on_cancel=self._on_cancelled,
+            threaded=self._threaded,
+        )
+        self._ws.tasks.append(self.task)
+        return self.task.start()
+
+    def cancel(self) -> bool:
+        """Cancel the running retraining (the project keeps its previous model)."""
+        if self.task is None or not self.task.cancel():
+            show_info(message("nothing_to_cancel"))
+            return False
+        return True
+
+    def _on_event(self, n_epochs: int, event) -> None:
+        epoch = getattr(event, "epoch", None)
+        if epoch is None or not hasattr(event, "eta"):
+            return
+        self._last_loss = float(event.loss)
+        self._progress.value = min(epoch + 1, n_epochs)
+        self._status.value = (
+            f"epoch {epoch + 1}/{n_epochs} · loss {event.loss:.4f} · ETA {format_eta(event.eta)}"
+        )
+
+    def _done(self) -> None:
+        if self.task in self._ws.tasks:
+            self._ws.tasks.remove(self.task)
+
+    def _on_trained(self, record) -> None:
+        self._done()
+        self.last_record = record
+        project = self._ws.project
+        path = str(Path(project.folder) / record.model)
+        self._progress.value = self._progress.max
+        self._status.value = f"round {record.round} done: {record.model}"
+        show_info(message("trained", model=record.model, loss=self._last_loss))
+        self._ws.add_model(path)
+        self.refresh()
+        nxt = project.next_image()
+        if nxt is not None and nxt in self._viewer.layers:
+            self._ws.segment_requested.emit(nxt)
+
+    def _on_error(self, err: BaseException) -> None:
+        self._done()
+        self._status.value = "retraining failed"
+        show_error(message("job_failed", job="retraining", error=err))
+
+    def _on_cancelled(self) -> None:
+        self._done()
+        self._status.value = "cancelled"
+        show_info(message("cancelled", job="retraining"))

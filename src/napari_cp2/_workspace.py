@@ -1,0 +1,110 @@
+"""Per-viewer plugin state, passed explicitly to every widget.
+
+One :class:`Cp2Workspace` exists per napari viewer. It holds the loaded models, the open
+human-in-the-loop project, the cached network output per image layer (so that a threshold change
+recomputes masks without rerunning the network), and the model prediction behind each labels
+layer (so that the correction widget can tell model ROIs from human ones).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from psygnal import Signal
+
+__all__ = ["CachedSegmentation", "Cp2Workspace", "workspace_for"]
+
+
+@dataclass(frozen=True)
+class CachedSegmentation:
+    """The network output of one run, kept to recompute masks cheaply.
+
+    Attributes
+    ----------
+    model_key : str
+        Name or path of the model that produced it.
+    segmentation : object
+        The engine's ``Segmentation`` (masks, flows, cellprob, style, diameter).
+    labels_layer : str
+        Name of the labels layer that shows its masks.
+    """
+
+    model_key: str
+    segmentation: Any
+    labels_layer: str
+
+
+class Cp2Workspace:
+    """State shared by the cp2 widgets of one viewer.
+
+    Examples
+    --------
+    >>> ws = Cp2Workspace()
+    >>> ws.set_prediction("cells_cp2_masks", np.zeros((4, 4), np.uint16))
+    >>> ws.prediction_for("cells_cp2_masks").shape
+    (4, 4)
+    """
+
+    #: Emitted with the model key when a model is added (e.g. after training).
+    model_added = Signal(str)
+    #: Emitted with the project (or None) when a project is opened or closed.
+    project_changed = Signal(object)
+    #: Emitted with an image layer name when a widget asks for it to be segmented.
+    segment_requested = Signal(str)
+    #: Emitted with the image name after an image was accepted into the project.
+    image_accepted = Signal(str)
+
+    def __init__(self) -> None:
+        self.models: dict[str, Any] = {}
+        self.extra_models: list[str] = []
+        self.project: Any = None
+        self.cache: dict[str, CachedSegmentation] = {}
+        self._predictions: dict[str, np.ndarray] = {}
+        self.tasks: list[Any] = []
+
+    def set_prediction(self, labels_layer: str, masks: np.ndarray) -> None:
+        """Remember the model prediction shown in ``labels_layer`` (a copy is kept)."""
+        self._predictions[labels_layer] = np.array(masks, copy=True)
+
+    def prediction_for(self, labels_layer: str) -> np.ndarray | None:
+        """Return the model prediction behind ``labels_layer``, or None if it was drawn."""
+        return self._predictions.get(labels_layer)
+
+    def add_model(self, key: str) -> None:
+        """Offer the model ``key`` (name or path) in the model lists, and say so."""
+        if key not in self.extra_models:
+            self.extra_models.append(key)
+        self.model_added.emit(key)
+
+    def set_project(self, project: Any) -> None:
+        """Make ``project`` the open HITL project (None closes it)."""
+        self.project = project
+        self.project_changed.emit(project)
+
+    def cancel_all(self) -> None:
+        """Cancel every running background task (used when the viewer closes)."""
+        for task in list(self.tasks):
+            task.cancel(quiet=True)
+
+
+_WORKSPACES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def workspace_for(viewer: Any) -> Cp2Workspace:
+    """Return the workspace of ``viewer``, creating it on first use.
+
+    Examples
+    --------
+    >>> class FakeViewer: ...
+    >>> v = FakeViewer()
+    >>> workspace_for(v) is workspace_for(v)
+    True
+    """
+    ws = _WORKSPACES.get(viewer)
+    if ws is None:
+        ws = Cp2Workspace()
+        _WORKSPACES[viewer] = ws
+    return ws
