@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +86,7 @@ class SizeModel:
         try:
             data = np.load(path, allow_pickle=True)
             params = data.item() if isinstance(data, np.ndarray) and data.shape == () else data
-        except (OSError, ValueError, EOFError) as err:
+        except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
             raise ValueError(f"{path} is not a readable size-model .npy file: {err}") from err
         keys = ("A", "smean", "ymean", "diam_mean")
         if not isinstance(params, dict) or any(k not in params for k in keys):
