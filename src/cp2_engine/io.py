@@ -27,7 +27,15 @@ IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".zarr")
 #: Suffixes (before the extension) of label files, most preferred first.
 LABEL_SUFFIXES = ("_masks", "_cp_masks", "_seg")
 #: Suffixes of derived files that are never images to segment.
-_DERIVED_SUFFIXES = (*LABEL_SUFFIXES, "_flows", "_outlines", "_cp_output", "_overlay", "_rois")
+_DERIVED_SUFFIXES = (
+    *LABEL_SUFFIXES,
+    "_flows",
+    "_outlines",
+    "_cp_output",
+    "_overlay",
+    "_cp_overlay",
+    "_rois",
+)
 #: zarr arrays above this many bytes are returned lazily by ``imread(..., lazy=None)``.
 _LAZY_BYTES = 512 * 2**20
 
@@ -733,6 +741,9 @@ def _strip_img(stem: str) -> str:
     return stem[: -len("_img")] if stem.endswith("_img") else stem
 
 
+_KINDS = ("_masks", "_cp_masks", "_seg")
+
+
 def _label_rank(path: Path) -> int:
     """0 for ``_masks``, 1 for ``_cp_masks``, 2 for ``_seg.npy``."""
     if path.name.endswith("_seg.npy"):
@@ -740,13 +751,23 @@ def _label_rank(path: Path) -> int:
     return 1 if path.stem.endswith("_cp_masks") else 0
 
 
-def find_label_files(folder) -> dict[str, Path]:
+def find_label_files(folder, *, kinds: Sequence[str] = LABEL_SUFFIXES) -> dict[str, Path]:
     """Label files of a folder keyed by image base name.
 
     Recognises ``<name>_masks.{tif,tiff,png}``, ``<name>_cp_masks.*`` and ``<name>_seg.npy``;
     a trailing ``_img`` is dropped from the base (``<id>_img.tif`` / ``<id>_masks.tif``
     layout). When a base has several label files, ``_masks`` wins over ``_cp_masks`` over
     ``_seg.npy``.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+    kinds : sequence of str, optional
+        Which of ``"_masks"``, ``"_cp_masks"``, ``"_seg"`` to accept. Default all.
+
+    Returns
+    -------
+    dict of str to pathlib.Path
 
     Examples
     --------
@@ -763,7 +784,7 @@ def find_label_files(folder) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
         base = _split_label_name(path)
-        if base is None or not path.is_file():
+        if base is None or not path.is_file() or _KINDS[_label_rank(path)] not in kinds:
             continue
         if base not in found or _label_rank(path) < _label_rank(found[base]):
             found[base] = path
