@@ -396,6 +396,7 @@ def iter_build_zoo(
 def _save_style_model(plan: _Plan, base_net) -> None:
     from cp2_engine.weights import save_model
 
+    (plan.out / "models").mkdir(parents=True, exist_ok=True)
     if not (plan.out / STYLE_MODEL).is_file():
         save_model(base_net, plan.out / STYLE_MODEL, metadata={"zoo_role": "style"})
 

@@ -184,8 +184,15 @@ def _forward_styles(net, batch: np.ndarray) -> np.ndarray:
     was_training = net.training
     net.eval()
     try:
-        with torch.no_grad():
-            _, style = net(torch.from_numpy(batch).to(device))
+        with torch.inference_mode():
+            style = _style_only(net, torch.from_numpy(batch).to(device))
     finally:
         net.train(was_training)
     return style.float().cpu().numpy()
+
+
+def _style_only(net, x):
+    """The net's style output; a CPnet runs only its encoder (the decoder does not change it)."""
+    if hasattr(net, "downsample") and hasattr(net, "make_style"):
+        return net.make_style(net.downsample(x)[-1])
+    return net(x)[1]

@@ -1,0 +1,160 @@
+"""End-to-end tests of a tiny zoo: build (1 epoch), resume, route, segment, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cp2_engine.model import Model
+from cp2_engine.synthetic import touching_cells
+from cp2_engine.zoo.build import balanced_indices, iter_build_zoo
+from cp2_engine.zoo.routing import ZooModel
+from cp2_engine.zoo.store import load_zoo
+
+TINY_TRAIN = {
+    "bsize": 32,
+    "batch_size": 2,
+    "min_images_per_epoch": 2,
+    "warmup_epochs": 0,
+    "device": "cpu",
+}
+
+
+def two_style_data(n_per_style=2, seed=0):
+    images, labels, truth = [], [], []
+    for i in range(2 * n_per_style):
+        kind = i % 2
+        s = touching_cells(
+            (96, 96),
+            diameter=(14, 24)[kind],
+            seed=seed + i,
+            style=("fluorescence", "brightfield")[kind],
+        )
+        images.append(s.image)
+        labels.append(s.labels)
+        truth.append(kind)
+    return images, labels, np.array(truth)
+
+
+def run_build(images, labels, out, **kwargs):
+    gen = iter_build_zoo(images, labels, out=out, **kwargs)
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            return stop.value, events
+
+
+@pytest.fixture(scope="module")
+def base():
+    with torch.random.fork_rng(devices=[]):
+        return Model.random(seed=0)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, base):
+    images, labels, truth = two_style_data()
+    out = tmp_path_factory.mktemp("zoo")
+    zoo, events = run_build(
+        images,
+        labels,
+        out,
+        base_model=base,
+        n_neighbors=1,
+        resolution=0.45,
+        epochs=1,
+        seed=0,
+        train_overrides=TINY_TRAIN,
+    )
+    return zoo, events, images, labels, truth, out
+
+
+@pytest.mark.slow
+def test_build_writes_a_loadable_zoo_with_planted_clusters(built):
+    zoo, events, _, _, truth, out = built
+    assert zoo.folder == out
+    assert len(zoo.manifest.clusters) == 2
+    # the two imaging styles are the two clusters
+    assert len({tuple(truth[zoo.labels == c]) for c in (0, 1)}) == 2
+    assert all(len(set(truth[zoo.labels == c])) == 1 for c in (0, 1))
+    stages = [e.stage for e in events]
+    assert stages.count("model_saved") == 3  # 2 specialists + generalist
+    assert "train" in stages and stages[-1] == "manifest"
+    assert load_zoo(out).manifest == zoo.manifest
+    for c in zoo.manifest.clusters:
+        assert c.n_images == 2 and c.diam_labels > 0
+
+
+@pytest.mark.slow
+def test_resume_skips_finished_models_and_rejects_other_settings(built, base):
+    _, _, images, labels, _, out = built
+    stamp = (out / "models/cluster0.pth").stat().st_mtime_ns
+    zoo2, events = run_build(
+        images,
+        labels,
+        out,
+        base_model=base,
+        n_neighbors=1,
+        resolution=0.45,
+        epochs=1,
+        seed=0,
+        train_overrides=TINY_TRAIN,
+    )
+    assert [e.stage for e in events].count("skip") == 3
+    assert "train" not in [e.stage for e in events]
+    assert zoo2.manifest == built[0].manifest
+    assert (out / "models/cluster0.pth").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="resolution"):
+        run_build(
+            images,
+            labels,
+            out,
+            base_model=base,
+            n_neighbors=1,
+            resolution=1.0,
+            epochs=1,
+            seed=0,
+            train_overrides=TINY_TRAIN,
+        )
+
+
+@pytest.mark.slow
+def test_zoo_model_routes_to_the_right_specialist(built):
+    zoo, _, _, _, truth, out = built
+    model = ZooModel.load(f"zoo:{out}", device="cpu")
+    img = touching_cells((96, 96), diameter=24, seed=99, style="brightfield").image
+    result = model.segment(img, diameter=24)
+    expected = int(zoo.labels[truth == 1][0])
+    assert result.route.cluster == expected
+    assert result.route.model_name == f"cluster{expected}"
+    assert result.masks.shape == (96, 96)
+    assert len(result.route.votes) == 4  # 5 neighbours clamped to 4 styles
+
+
+@pytest.mark.slow
+def test_missing_model_file_gives_a_clear_error(built, tmp_path):
+    import shutil
+
+    copy = tmp_path / "zoo"
+    shutil.copytree(built[5], copy)
+    (copy / "models/cluster1.pth").unlink()
+    with pytest.raises(FileNotFoundError, match="cluster1"):
+        ZooModel.load(copy, device="cpu")
+
+
+def test_images_without_cells_are_left_out_or_rejected(tmp_path, base):
+    images, labels, _ = two_style_data(n_per_style=1)
+    empty = [np.zeros_like(lab) for lab in labels]
+    with pytest.raises(ValueError, match="at least 2 images with cells"):
+        run_build(images, [labels[0], empty[1]], tmp_path, base_model=base, epochs=1)
+    with pytest.raises(ValueError, match="one label image per image"):
+        run_build(images, labels[:1], tmp_path, base_model=base, epochs=1)
+
+
+def test_balanced_indices_sample_clusters_equally():
+    labels = np.array([0] * 7 + [1] * 2 + [2])
+    idx = balanced_indices(labels, seed=1)
+    assert np.bincount(labels[idx]).tolist() == [7, 7, 7]
+    assert set(idx[labels[idx] == 1]) == {7, 8}
