@@ -128,3 +128,72 @@ def test_image_names_from_paths(tmp_path, rng):
     assert proj.names == ["cell_0", "cell_1"]
     with pytest.raises(ValueError, match="unique"):
         HitlProject.create(tmp_path / "x", images=images, names=["a", "a"])
+
+
+def _tiny_config():
+    from cp2_engine.train import TrainConfig
+
+    return TrainConfig(
+        n_epochs=1, bsize=32, batch_size=2, min_images_per_epoch=2, warmup_epochs=0,
+        min_train_masks=1, device="cpu", save_every=100,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_end_to_end_round_uses_the_new_model(tmp_path):
+    import torch
+
+    from cp2_engine.hitl.annotator import SimulatedAnnotator
+    from cp2_engine.model import Model
+    from cp2_engine.synthetic import touching_cells
+    from cp2_engine.train import TrainEvent
+    from cp2_engine.weights import save_model
+
+    cells = [touching_cells((64, 64), n_cells=6, diameter=16, seed=s) for s in range(2)]
+    start = tmp_path / "start_model"
+    save_model(Model.random(seed=1).net, start)
+    proj = HitlProject.create(
+        tmp_path / "proj", images=[c.image for c in cells], ground_truth=[c.labels for c in cells],
+        initial_model=str(start), train_config=_tiny_config(), diameter=16, device="cpu",
+    )  # fmt: skip
+    name = proj.next_image()
+    seg = proj.predict(name)
+    correction = SimulatedAnnotator().correct(proj.truth(name), seg.masks)
+    acc = proj.accept(name, correction.labels)
+    assert acc.n_human == correction.n_drawn
+    events = list(proj.iter_retrain(evaluate=False))
+    assert events and all(isinstance(e, TrainEvent) for e in events)
+    history = proj.history()
+    assert [h.round for h in history] == [1]
+    assert (history[0].n_images, history[0].n_drawn) == (1, acc.n_human)
+    assert proj.current_model == "models/round_001"
+    assert (proj.folder / "models" / "round_001").is_file()
+    # the next image is predicted with the new model, whose weights differ from the start
+    proj.predict(proj.next_image())
+    pred_meta = json.loads((proj.folder / "predictions" / "image_001_pred.json").read_text())
+    assert pred_meta["model"] == "models/round_001"
+    new_w = proj.load_model().net.state_dict()["output.2.weight"]
+    old_w = Model.load(start, device="cpu").net.state_dict()["output.2.weight"]
+    assert not torch.equal(new_w, old_w)
+    # reopening resumes with the same model, counts and history
+    again = HitlProject.open(proj.folder, device="cpu")
+    assert again.status().n_rounds == 1 and again.current_model == "models/round_001"
+    assert again.accounting(name) == acc
+
+
+@pytest.mark.slow
+def test_cancelled_retrain_registers_nothing(project):
+    from cp2_engine.train import TrainStarted
+
+    project.accept("image_000", project.truth("image_000"))
+    gen = project.iter_retrain(config=_tiny_config(), evaluate=False)
+    assert isinstance(next(gen), TrainStarted)
+    gen.close()
+    again = HitlProject.open(project.folder)
+    assert again.status().n_rounds == 0 and again.history() == []
+    assert again.current_model == "scratch"
+
+
+def test_retrain_without_accepted_images_is_an_error(project):
+    with pytest.raises(ValueError, match="no accepted images"):
+        project.retrain()
