@@ -158,3 +158,67 @@ def test_balanced_indices_sample_clusters_equally():
     idx = balanced_indices(labels, seed=1)
     assert np.bincount(labels[idx]).tolist() == [7, 7, 7]
     assert set(idx[labels[idx] == 1]) == {7, 8}
+
+
+def write_folder(folder, images, labels):
+    import tifffile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        tifffile.imwrite(folder / f"im{i}.tif", img)
+        tifffile.imwrite(folder / f"im{i}_masks.tif", lab.astype(np.uint16))
+    return folder
+
+
+@pytest.mark.slow
+def test_cli_route_and_eval(built, tmp_path, capsys):
+    from cp2_engine.cli import main
+
+    zoo, _, images, labels, truth, out = built
+    test_dir = write_folder(tmp_path / "test", images[:2], labels[:2])
+    assert (
+        main(
+            [
+                "zoo",
+                "route",
+                str(test_dir / "im1.tif"),
+                "--zoo",
+                str(out),
+                "--diameter",
+                "24",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    expected = int(zoo.labels[truth == 1][0])
+    assert f"cluster{expected}" in capsys.readouterr().out
+    report = tmp_path / "report"
+    assert (
+        main(
+            [
+                "zoo",
+                "eval",
+                "--zoo",
+                str(out),
+                "--test",
+                str(test_dir),
+                "--out",
+                str(report),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert (report / "ap.png").is_file() and (report / "ap.csv").is_file()
+    table = (report / "ap.md").read_text()
+    assert "| all | 2 |" in table
+
+
+def test_cli_reports_missing_inputs(tmp_path, capsys):
+    from cp2_engine.cli import main
+
+    assert main(["zoo", "route", str(tmp_path / "nope.tif"), "--zoo", str(tmp_path)]) == 2
+    assert "zoo.json" in capsys.readouterr().err
