@@ -1,0 +1,174 @@
+"""``cp2 train``: train or fine-tune a model on a folder of labelled images.
+
+Settings are layered: :class:`cp2_engine.train.TrainConfig` defaults, then a TOML recipe
+(``--recipe``), then the flags given on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import time
+from pathlib import Path
+
+NAME = "train"
+HELP = "train or fine-tune a segmentation model on labelled images (_masks.tif / _seg.npy)"
+
+logger = logging.getLogger(__name__)
+
+# command-line flag -> TrainConfig field
+_FLAG_FIELDS = {
+    "mode": "mode",
+    "epochs": "n_epochs",
+    "lr": "learning_rate",
+    "weight_decay": "weight_decay",
+    "batch_size": "batch_size",
+    "seed": "seed",
+    "min_train_masks": "min_train_masks",
+    "bsize": "bsize",
+    "save_every": "save_every",
+    "device": "device",
+    "channels": "channels",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``cp2 train`` arguments to ``parser``."""
+    parser.add_argument("--images", type=Path, help="folder of training images with labels")
+    parser.add_argument("--test", type=Path, help="folder of held-out images with labels")
+    parser.add_argument(
+        "--pretrained", help="starting model name or file, or 'scratch' (default: scratch)"
+    )
+    parser.add_argument("--mode", choices=("online", "offline"), help="default online")
+    parser.add_argument("--epochs", type=int, help="default 100 online / 300 offline")
+    parser.add_argument("--lr", type=float, help="default 0.1 fine-tuning / 0.2 scratch")
+    parser.add_argument("--weight-decay", type=float, help="default 1e-4")
+    parser.add_argument("--batch-size", type=int, help="default 8")
+    parser.add_argument("--seed", type=int, help="default 0")
+    parser.add_argument("--min-train-masks", type=int, help="skip images with fewer ROIs (5)")
+    parser.add_argument("--bsize", type=int, help="training crop size (224)")
+    parser.add_argument("--save-every", type=int, help="checkpoint every N epochs (10)")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    parser.add_argument("--channels", type=int, nargs=2, metavar=("CHAN", "CHAN2"))
+    parser.add_argument("--mask-filter", default="_masks", help="label file suffix (_masks)")
+    parser.add_argument("--out", type=Path, help="output folder (default: the images folder)")
+    parser.add_argument("--name", help="model file name (default cp2_<date>_<time>)")
+    parser.add_argument("--resume", type=Path, help="continue from this .ckpt file")
+    parser.add_argument("--recipe", type=Path, help="TOML recipe (see recipes/README.md)")
+    parser.add_argument("--size-model", action="store_true", help="also fit a size model")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def load_recipe(path: Path) -> tuple[dict, dict]:
+    """Read a TOML recipe into ``(TrainConfig overrides, command options)``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "r.toml"
+    >>> _ = p.write_text('pretrained = "scratch"\\n[train]\\nn_epochs = 5\\n')
+    >>> load_recipe(p)
+    ({'n_epochs': 5}, {'pretrained': 'scratch'})
+    """
+    from ..train import TrainConfig
+
+    try:
+        import tomllib
+    except ModuleNotFoundError as err:  # Python 3.10
+        raise ValueError("--recipe needs Python >= 3.11 (tomllib)") from err
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"recipe {path} is not valid TOML: {err}") from err
+    train_table = data.pop("train", {})
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(train_table) - fields)
+    if unknown:
+        raise ValueError(
+            f"recipe {path}: unknown [train] keys {unknown}; expected {sorted(fields)}"
+        )
+    allowed = {"pretrained", "images", "test", "out", "name", "mask_filter", "size_model"}
+    extra = sorted(set(data) - allowed)
+    if extra:
+        raise ValueError(
+            f"recipe {path}: unknown top-level keys {extra}; expected {sorted(allowed)}"
+        )
+    return dict(train_table), data
+
+
+def _build_config(args: argparse.Namespace, recipe_cfg: dict):
+    from ..train import TrainConfig
+
+    overrides = dict(recipe_cfg)
+    for flag, field in _FLAG_FIELDS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[field] = tuple(value) if field == "channels" else value
+    if "channels" in overrides:
+        overrides["channels"] = tuple(overrides["channels"])
+    return TrainConfig(**overrides)
+
+
+def _option(args, recipe_opts: dict, name: str, default=None):
+    value = getattr(args, name, None)
+    return value if value not in (None, False) else recipe_opts.get(name, default)
+
+
+def _progress(gen, disable: bool):
+    from tqdm import tqdm
+
+    bar = None
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            if bar is not None:
+                bar.close()
+            return stop.value
+        kind = type(event).__name__
+        if kind == "TrainStarted":
+            total = (event.n_epochs - event.start_epoch) * event.steps_per_epoch
+            bar = tqdm(total=total, unit="step", disable=disable, desc="training")
+            print(f"training on {event.n_images} images; {event.n_skipped} skipped (too few ROIs)")
+        elif kind == "StepEvent":
+            bar.update(1)
+            bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", lr=f"{event.lr:.3g}")
+        elif kind == "EpochEvent" and event.test_loss is not None:
+            bar.write(f"epoch {event.epoch}: loss {event.loss:.4f}, test {event.test_loss:.4f}")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``cp2 train`` and return the exit status."""
+    from ..datasets import load_folder
+    from ..train import iter_train, train_size_model
+
+    recipe_cfg, opts = load_recipe(args.recipe) if args.recipe else ({}, {})
+    config = _build_config(args, recipe_cfg)
+    images_dir = _option(args, opts, "images")
+    if images_dir is None:
+        raise ValueError("--images DIR is required (or 'images' in the recipe)")
+    mask_filter = _option(args, opts, "mask_filter", "_masks")
+    data = load_folder(Path(images_dir), mask_filter=mask_filter)
+    test_dir = _option(args, opts, "test")
+    test = load_folder(Path(test_dir), mask_filter=mask_filter) if test_dir else None
+    pretrained = _option(args, opts, "pretrained", "scratch")
+    out = Path(_option(args, opts, "out", images_dir)) / "models"
+    name = _option(args, opts, "name", time.strftime("cp2_%Y%m%d_%H%M%S"))
+    save_path = Path(str(args.resume).removesuffix(".ckpt")) if args.resume else out / name
+    save_path.parent.mkdir(parents=True, exist_ok=True)
+    gen = iter_train(
+        pretrained, data.images, data.labels, config=config, save_path=save_path,
+        resume_from=args.resume, test_images=test.images if test else None,
+        test_labels=test.labels if test else None,
+    )  # fmt: skip
+    result = _progress(gen, args.no_progress)
+    if _option(args, opts, "size_model", False):
+        train_size_model(
+            result.net, data.images, data.labels, model_path=save_path, channels=config.channels,
+            bsize=config.bsize, seed=config.seed,
+        )  # fmt: skip
+    print(f"model saved to {result.model_path} (final loss {result.losses[-1]:.4f})")
+    return 0
