@@ -97,3 +97,21 @@ def test_cli_hitl_vs_offline_quick(tmp_path):
     assert all(0.0 <= r["ap50"] <= 1.0 for r in rows)
     assert (out / "hitl-vs-offline.png").is_file() and (out / "hitl-vs-offline.csv").is_file()
     assert list((out / "projects").glob("*/online_scratch/models/round_001"))
+
+
+@pytest.mark.slow
+def test_cli_learning_curve_quick(tmp_path):
+    from cp2_engine.cli import main
+
+    out = tmp_path / "lc"
+    argv = ["experiment", "learning-curve", "--quick", "--sizes", "0.5", "1", "--seeds", "1",
+            "--epochs-offline", "1", "--pretrain-epochs", "1", "--n-train", "2", "--n-test", "1",
+            "--bsize", "32", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    rows = json.loads((out / "learning-curve.json").read_text())
+    assert sorted((r["init"], r["size"]) for r in rows) == [
+        ("pretrained", 0.5), ("pretrained", 1), ("scratch", 0.5), ("scratch", 1)
+    ]  # fmt: skip
+    assert all(r["n_images"] == 1 and r["n_rois"] > 0 for r in rows)
+    assert all(0.0 <= r["ap50"] <= 1.0 for r in rows)
+    assert (out / "learning-curve.png").is_file()

@@ -102,6 +102,8 @@ def test_bad_inputs_give_clear_errors(project, tmp_path):
     bad = np.full((8, 8), np.nan, np.float32)
     with pytest.raises(ValueError, match="NaN"):
         HitlProject.create(tmp_path / "p3", images=[bad])
+    with pytest.raises(TypeError, match="list of images"):
+        HitlProject.create(tmp_path / "p5", images=np.zeros((3, 8, 8)))
     with pytest.raises(ValueError, match="ground_truth"):
         HitlProject.create(tmp_path / "p4", images=[labels], ground_truth=[labels[:4]])
     assert project.corrected("image_000") is None

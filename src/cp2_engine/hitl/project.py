@@ -245,6 +245,8 @@ class HitlProject:
         folder = Path(folder)
         if (folder / "project.json").exists():
             raise FileExistsError(f"{folder} already holds a project; use HitlProject.open")
+        if isinstance(images, np.ndarray | str | os.PathLike):
+            raise TypeError("images must be a list of images (paths or arrays), not one image")
         if len(images) == 0:
             raise ValueError("images must hold at least one image (path or array)")
         loaded = [_load_input(im, f"images[{i}]") for i, im in enumerate(images)]
