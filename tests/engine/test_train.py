@@ -300,3 +300,42 @@ def test_config_is_recorded_in_checkpoint(tmp_path):
     state = load_checkpoint(tmp_path / "m.ckpt")
     assert state["config"] == dataclasses.asdict(cfg.resolved(pretrained=True))
     assert state["epoch"] == 0 and len(state["losses"]) == 1
+
+
+def test_size_model_saved_beside_model(tmp_path):
+    from cp2_engine.size_model import SizeModel
+    from cp2_engine.train import train_size_model
+
+    cells = [touching_cells((64, 64), n_cells=6, diameter=d, seed=d) for d in (10, 14, 20, 26)]
+    net = _small_net()
+    sm = train_size_model(
+        net, [c.image for c in cells], [c.labels for c in cells], model_path=tmp_path / "m",
+        n_epochs=2, bsize=32,
+    )  # fmt: skip
+    loaded = SizeModel.load(tmp_path / "m_size.npy")
+    np.testing.assert_allclose(loaded.A, sm.A)
+    assert loaded.diam_mean == 16.0
+
+
+def test_cli_train_with_recipe_and_resume(tmp_path):
+    import tifffile
+
+    from cp2_engine.cli import main
+
+    images, labels = _data(2)
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        tifffile.imwrite(tmp_path / f"c{i}_img.tif", img)
+        tifffile.imwrite(tmp_path / f"c{i}_masks.tif", lab)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        'pretrained = "scratch"\n[train]\nn_epochs = 1\nbsize = 32\nbatch_size = 2\n'
+        "min_images_per_epoch = 2\nwarmup_epochs = 0\ndevice = 'cpu'\n"
+    )
+    argv = ["train", "--images", str(tmp_path), "--recipe", str(recipe), "--name", "m"]
+    assert main([*argv, "--no-progress"]) == 0
+    ckpt = tmp_path / "models" / "m.ckpt"
+    assert load_checkpoint(ckpt)["epoch"] == 0
+    assert main([*argv, "--no-progress", "--resume", str(ckpt), "--epochs", "2"]) == 0
+    assert load_checkpoint(ckpt)["epoch"] == 1
+    recipe.write_text("[train]\nepochs = 3\n")
+    assert main([*argv, "--no-progress"]) == 2  # unknown key -> clear error, exit status 2
