@@ -279,7 +279,7 @@ def pretrain_synthetic(
 
     Examples
     --------
-    >>> # pretrain_synthetic("/tmp/pre", settings=ExperimentSettings.quick())  # doctest: +SKIP
+    >>> p = pretrain_synthetic("/tmp/m", settings=ExperimentSettings.quick())  # doctest: +SKIP
     """
     from cp2_engine.weights import save_model
 
@@ -462,14 +462,10 @@ def _run_strategies(data, pretrained, settings, workdir: Path):
 
 # ----------------------------------------------------------------------------- outputs
 def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from cp2_engine.io import atomic_write
+
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_results(rows: list[dict], out_dir: str | os.PathLike, *, name: str) -> list[Path]:
@@ -496,11 +492,10 @@ def write_results(rows: list[dict], out_dir: str | os.PathLike, *, name: str) ->
     paths = [out / f"{name}.csv", out / f"{name}.json", out / f"{name}.png"]
     _atomic_text(paths[0], buf.getvalue())
     _atomic_text(paths[1], json.dumps(rows, indent=1) + "\n")
-    fig = _plot(rows, name)
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{name}.", suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, paths[2])
+    from cp2_engine.io import atomic_write
+
+    with atomic_write(paths[2]) as tmp:
+        _plot(rows, name).savefig(tmp, dpi=100)
     return paths
 
 

@@ -26,18 +26,17 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tifffile
 
 from cp2_engine.hitl.accounting import RoiAccounting, account_rois, check_labels
+from cp2_engine.io import atomic_write, imread, imwrite
 
 logger = logging.getLogger(__name__)
 
@@ -99,25 +98,19 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp_path)`` on a temp file in ``path``'s folder, then move it over ``path``."""
+def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
 
 
 def _write_json(path: Path, data: Any) -> None:
-    _atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=1) + "\n"))
+    _write_text(path, json.dumps(data, indent=1) + "\n")
 
 
-def _write_tif(path: Path, array: np.ndarray) -> None:
-    _atomic_write(path, lambda p: tifffile.imwrite(p, array, compression="zlib"))
+def _write_tif(path: Path, array: np.ndarray, *, overwrite: bool = True) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imwrite(path, array, overwrite=overwrite)
 
 
 def _labels_dtype(labels: np.ndarray) -> np.ndarray:
@@ -142,16 +135,8 @@ def _load_input(item: Any, what: str) -> tuple[np.ndarray, str | None]:
         path = Path(item)
         if not path.is_file():
             raise FileNotFoundError(f"{what}: no such image file {path}")
-        return _check_image(
-            tifffile.imread(path) if path.suffix in (".tif", ".tiff") else _read_other(path), what
-        ), path.stem
+        return _check_image(imread(path), what), path.stem
     return _check_image(item, what), None
-
-
-def _read_other(path: Path) -> np.ndarray:
-    from skimage.io import imread
-
-    return imread(path)
 
 
 def _unique_names(suggested: Sequence[str | None]) -> list[str]:
@@ -296,7 +281,7 @@ class HitlProject:
                 out.append(None)
                 continue
             lab = check_labels(
-                tifffile.imread(t) if isinstance(t, str | os.PathLike) else t,
+                imread(t) if isinstance(t, str | os.PathLike) else t,
                 name=f"ground_truth[{i}]",
             )
             if lab.shape != img.shape[:2]:
@@ -371,25 +356,25 @@ class HitlProject:
     def image(self, name: str) -> np.ndarray:
         """The stored image ``name``."""
         self._check_name(name)
-        return tifffile.imread(self._path("image", name))
+        return imread(self._path("image", name))
 
     def truth(self, name: str) -> np.ndarray | None:
         """The ground truth of ``name``, or None when the project has none for it."""
         self._check_name(name)
         path = self._path("truth", name)
-        return tifffile.imread(path) if path.is_file() else None
+        return imread(path) if path.is_file() else None
 
     def prediction(self, name: str) -> np.ndarray | None:
         """The latest stored prediction of ``name``, or None."""
         self._check_name(name)
         path = self._path("pred", name)
-        return tifffile.imread(path) if path.is_file() else None
+        return imread(path) if path.is_file() else None
 
     def corrected(self, name: str) -> np.ndarray | None:
         """The accepted labels of ``name``, or None when not accepted yet."""
         self._check_name(name)
         path = self._path("masks", name)
-        return tifffile.imread(path) if path.is_file() else None
+        return imread(path) if path.is_file() else None
 
     def is_accepted(self, name: str) -> bool:
         """Whether ``name`` has accepted (corrected) labels."""
@@ -535,7 +520,7 @@ class HitlProject:
             "accounting": acc.to_dict(),
         }
         _write_json(self._path("prov", name), record)
-        _write_tif(self._path("masks", name), _labels_dtype(labels))
+        _write_tif(self._path("masks", name), _labels_dtype(labels), overwrite=overwrite)
         logger.info("accepted %s: %s", name, acc)
         return acc
 
@@ -623,7 +608,7 @@ class HitlProject:
             record = dataclasses.replace(record, ap50=self._heldout_ap50())
         history = [dataclasses.asdict(r) for r in self.history()] + [dataclasses.asdict(record)]
         text = "".join(json.dumps(h) + "\n" for h in history)
-        _atomic_write(self.folder / "history.jsonl", lambda p: p.write_text(text))
+        _write_text(self.folder / "history.jsonl", text)
         logger.info("HITL round %d registered: %s", round_no, record)
         return record
 
