@@ -1,0 +1,554 @@
+"""Segment images larger than memory, block by block, on dask.distributed, without seams.
+
+How it works (see ``docs/large_images.md``):
+
+1. The image is cut into a grid of *cores* of ``blocksize`` pixels. Each block task reads its
+   core plus ``overlap`` pixels of context on every side (``overlap >= 2 * diameter``), straight
+   from the zarr/TIFF file, and segments that crop.
+2. A cell belongs to the block whose core holds the cell's centroid, measured on the cell's full
+   extent in the crop. Because the context is at least twice the diameter, the cell is whole in
+   that crop, so every cell is judged by its real extent and cut by no border. Each block keeps
+   only the cells it owns and writes them to its own part array (no two tasks write the same
+   zarr chunk). Finished blocks are marked, so a re-run skips them.
+3. The driver adds up the number of cells per block (one integer per block) to give every block
+   an id offset, so ids are globally unique and consecutive.
+4. One task per output chunk (= core) assembles the cells owned by its block and by the up to 8
+   neighbouring blocks that spill into it, and writes the chunk. Where two blocks' cells overlap
+   (they were predicted from different crops), the pixel goes to the owning block listed first.
+
+The driver never holds the image or the label array; workers hold one crop at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PARTS_SUFFIX = ".cp2parts"
+
+
+@dataclass(frozen=True)
+class BlockGrid:
+    """The grid of cores and their context crops over a 2D image.
+
+    Examples
+    --------
+    >>> grid = BlockGrid(shape=(100, 250), blocksize=100, overlap=10)
+    >>> grid.n_blocks
+    (1, 3)
+    >>> grid.core(0, 1)
+    (slice(0, 100, None), slice(100, 200, None))
+    >>> grid.crop(0, 1)
+    (slice(0, 100, None), slice(90, 210, None))
+    """
+
+    shape: tuple[int, int]
+    blocksize: int
+    overlap: int
+
+    @property
+    def n_blocks(self) -> tuple[int, int]:
+        return tuple(math.ceil(s / self.blocksize) for s in self.shape)
+
+    def indices(self) -> list[tuple[int, int]]:
+        ny, nx = self.n_blocks
+        return [(i, j) for i in range(ny) for j in range(nx)]
+
+    def core(self, i: int, j: int) -> tuple[slice, slice]:
+        b = self.blocksize
+        return tuple(
+            slice(k * b, min((k + 1) * b, s)) for k, s in zip((i, j), self.shape, strict=True)
+        )
+
+    def crop(self, i: int, j: int) -> tuple[slice, slice]:
+        return tuple(
+            slice(max(c.start - self.overlap, 0), min(c.stop + self.overlap, s))
+            for c, s in zip(self.core(i, j), self.shape, strict=True)
+        )
+
+    def neighbours(self, i: int, j: int) -> list[tuple[int, int]]:
+        """The block itself first, then the blocks around it, in a fixed order."""
+        ny, nx = self.n_blocks
+        around = [
+            (i + di, j + dj)
+            for di in (-1, 0, 1)
+            for dj in (-1, 0, 1)
+            if (di, dj) != (0, 0) and 0 <= i + di < ny and 0 <= j + dj < nx
+        ]
+        return [(i, j), *around]
+
+
+@dataclass(frozen=True)
+class BlockDone:
+    """Progress event: one block was segmented (or found finished by an earlier run)."""
+
+    index: tuple[int, int]
+    n_cells: int
+    done: int
+    total: int
+    skipped: bool
+
+
+@dataclass(frozen=True)
+class ChunkWritten:
+    """Progress event: one output chunk was written."""
+
+    index: tuple[int, int]
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class LargeResult:
+    """Result of :func:`segment_large`."""
+
+    out: str
+    shape: tuple[int, int]
+    n_cells: int
+    n_blocks: int
+    n_blocks_skipped: int
+    elapsed: float
+
+
+def open_lazy(source):
+    """Open ``source`` as a lazy dask array.
+
+    Parameters
+    ----------
+    source : str, Path or array-like
+        A zarr array or group path (OME-Zarr: the first multiscale level), a TIFF path (read
+        through tifffile's zarr store), or an array-like (numpy, zarr, dask).
+
+    Returns
+    -------
+    dask.array.Array
+
+    Examples
+    --------
+    >>> open_lazy(np.zeros((4, 6))).shape
+    (4, 6)
+    """
+    import dask.array as da
+
+    if not isinstance(source, str | os.PathLike):
+        return source if isinstance(source, da.Array) else da.from_array(source)
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"input image not found: {path} (expected a .zarr or .tif path)")
+    if path.suffix.lower() in (".tif", ".tiff"):
+        import tifffile
+        import zarr
+
+        return da.from_zarr(zarr.open(tifffile.imread(path, aszarr=True), mode="r"))
+    return da.from_zarr(_open_zarr_array(path))
+
+
+def _open_zarr_array(path: Path):
+    """Open a zarr array, or the first multiscale level of an (OME-)zarr group."""
+    import zarr
+
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as err:  # zarr raises several types for a folder that is not zarr
+        raise ValueError(f"{path} is not a readable zarr array or group: {err}") from err
+    if isinstance(node, zarr.Array):
+        return node
+    multiscales = node.attrs.get("multiscales") or node.attrs.get("ome", {}).get("multiscales")
+    if multiscales:
+        return node[multiscales[0]["datasets"][0]["path"]]
+    arrays = sorted(name for name, _ in node.arrays())
+    if not arrays:
+        raise ValueError(f"zarr group {path} holds no array to segment")
+    return node[arrays[0]]
+
+
+def _check_geometry(shape, blocksize, overlap, diameter):
+    if len(shape) not in (2, 3):
+        raise ValueError(f"expected a 2D image (H, W) or (H, W, C), got shape {shape}")
+    if blocksize < 64:
+        raise ValueError(f"blocksize must be >= 64 pixels, got {blocksize}")
+    if overlap < 2 * diameter:
+        raise ValueError(
+            f"overlap must be >= 2 x diameter = {2 * diameter:g} pixels so that every cell is "
+            f"whole in the block that owns it, got {overlap}"
+        )
+    if overlap > blocksize:
+        raise ValueError(
+            f"overlap ({overlap}) must not exceed blocksize ({blocksize}): a cell must spill into "
+            "at most the neighbouring blocks; use a larger blocksize"
+        )
+
+
+def owned_cells(masks: np.ndarray, crop: tuple[slice, slice], core: tuple[slice, slice]):
+    """Keep the cells of a crop whose centroid lies in the core, renumbered 1..n.
+
+    Parameters
+    ----------
+    masks : ndarray
+        Labels of the crop.
+    crop, core : tuple of slice
+        Where the crop and the core lie in the whole image.
+
+    Returns
+    -------
+    owned : ndarray of uint32
+        Labels of the crop holding only the owned cells, consecutive from 1.
+    n : int
+        Number of owned cells.
+
+    Examples
+    --------
+    >>> m = np.zeros((10, 10), int); m[1:3, 1:3] = 1; m[6:9, 6:9] = 2
+    >>> owned, n = owned_cells(m, (slice(0, 10), slice(0, 10)), (slice(0, 5), slice(0, 5)))
+    >>> n, int(owned.max())
+    (1, 1)
+    """
+    masks = np.asarray(masks)
+    nlab = int(masks.max()) if masks.size else 0
+    if nlab == 0:
+        return np.zeros(masks.shape, np.uint32), 0
+    flat = masks.ravel()
+    counts = np.bincount(flat, minlength=nlab + 1).astype(np.float64)
+    yy, xx = np.divmod(np.arange(flat.size), masks.shape[1])
+    cy = np.bincount(flat, weights=yy, minlength=nlab + 1) / np.maximum(counts, 1) + crop[0].start
+    cx = np.bincount(flat, weights=xx, minlength=nlab + 1) / np.maximum(counts, 1) + crop[1].start
+    keep = (
+        (counts > 0)
+        & (cy >= core[0].start)
+        & (cy < core[0].stop)
+        & (cx >= core[1].start)
+        & (cx < core[1].stop)
+    )
+    keep[0] = False
+    lut = np.zeros(nlab + 1, np.uint32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
+    return lut[masks], int(keep.sum())
+
+
+def _block_source(client, source, arr, crop):
+    """What a block task reads its crop from: a path or zarr array (read by the worker), or a
+    future of the crop of an in-memory or dask array (never the whole image)."""
+    if isinstance(source, str | os.PathLike) or hasattr(source, "oindex"):
+        return source
+    if isinstance(source, np.ndarray):
+        return np.ascontiguousarray(source[crop])
+    return client.compute(arr[crop])
+
+
+def _segment_block(block_src, crop, core, segmenter, kwargs, part_path):
+    """Worker task: segment one crop, keep the owned cells, write them to the block's part."""
+    import zarr
+
+    part = zarr.open_array(part_path, mode="r")
+    if part.attrs.get("done"):
+        return int(part.attrs["n_cells"]), True
+    if isinstance(block_src, str | os.PathLike):
+        image = np.asarray(open_lazy(block_src)[crop].compute())
+    elif hasattr(block_src, "oindex"):  # a zarr array: read just the crop
+        image = np.asarray(block_src[crop])
+    else:  # the crop itself
+        image = np.asarray(block_src)
+    seg = _resolve_segmenter(segmenter).segment(image, **kwargs)
+    owned, n = owned_cells(seg.masks, crop, core)
+    part = zarr.open_array(part_path, mode="r+")
+    part[...] = owned
+    part.attrs.update({"n_cells": n, "done": True})
+    return n, False
+
+
+_SEGMENTER_CACHE: dict = {}
+
+
+def _resolve_segmenter(segmenter):
+    """A model name/path is loaded once per worker process; objects are used as they are."""
+    if not isinstance(segmenter, str):
+        return segmenter
+    if segmenter not in _SEGMENTER_CACHE:
+        from .model import Model
+
+        _SEGMENTER_CACHE[segmenter] = Model.load(segmenter, device="cpu")
+    return _SEGMENTER_CACHE[segmenter]
+
+
+def _write_chunk(grid, index, offsets, parts_dir, out_path):
+    """Worker task: assemble one output chunk from the owning block and its neighbours."""
+    import zarr
+
+    core = grid.core(*index)
+    chunk = np.zeros((core[0].stop - core[0].start, core[1].stop - core[1].start), np.uint32)
+    for nb in grid.neighbours(*index):
+        crop = grid.crop(*nb)
+        inter = [
+            slice(max(c.start, k.start), min(c.stop, k.stop))
+            for c, k in zip(crop, core, strict=True)
+        ]
+        if any(s.start >= s.stop for s in inter):
+            continue
+        src = tuple(
+            slice(s.start - c.start, s.stop - c.start) for s, c in zip(inter, crop, strict=True)
+        )
+        dst = tuple(
+            slice(s.start - k.start, s.stop - k.start) for s, k in zip(inter, core, strict=True)
+        )
+        part = zarr.open_array(_part_path(parts_dir, nb), mode="r")[src]
+        region = chunk[dst]
+        free = (region == 0) & (part > 0)
+        region[free] = part[free] + np.uint32(offsets[nb])
+    out = zarr.open_array(out_path, mode="r+")
+    out[core] = chunk
+    return index
+
+
+def _part_path(parts_dir, index):
+    return str(Path(parts_dir) / f"block_{index[0]}_{index[1]}")
+
+
+def _prepare_output(out, shape, blocksize, overwrite):
+    import zarr
+
+    out = Path(out)
+    if out.exists():
+        if not overwrite:
+            raise FileExistsError(
+                f"output {out} already exists; pass overwrite=True (CLI: --overwrite) to replace"
+            )
+        shutil.rmtree(out)
+    zarr.create_array(
+        str(out), shape=shape, chunks=(blocksize, blocksize), dtype="uint32", fill_value=0
+    )
+    return out
+
+
+def _resumable(parts_dir, fingerprint) -> bool:
+    """True when an unfinished earlier run with the same settings left its parts and output."""
+    meta = Path(parts_dir) / "run.json"
+    out = Path(str(parts_dir)[: -len(PARTS_SUFFIX)])
+    if not (meta.exists() and out.exists()):
+        return False
+    resumable = json.loads(meta.read_text()) == fingerprint
+    if resumable:
+        logger.info("resuming an unfinished run: finished blocks in %s are skipped", parts_dir)
+    return resumable
+
+
+def _prepare_parts(parts_dir, grid, fingerprint):
+    """Create (or reuse, if they belong to the same run settings) one part array per block."""
+    import zarr
+
+    parts_dir = Path(parts_dir)
+    meta = parts_dir / "run.json"
+    if parts_dir.exists():
+        same = meta.exists() and json.loads(meta.read_text()) == fingerprint
+        if not same:
+            logger.info("discarding parts of an earlier run with other settings: %s", parts_dir)
+            shutil.rmtree(parts_dir)
+    if not parts_dir.exists():
+        parts_dir.mkdir(parents=True)
+
+        tmp = meta.with_suffix(".tmp")
+        tmp.write_text(json.dumps(fingerprint))
+        os.replace(tmp, meta)
+    for index in grid.indices():
+        path = _part_path(parts_dir, index)
+        if not Path(path).exists():
+            crop = grid.crop(*index)
+            shape = tuple(s.stop - s.start for s in crop)
+            zarr.create_array(path, shape=shape, chunks=shape, dtype="uint32", fill_value=0)
+
+
+def _connect(cluster, n_workers, timeout):
+    """Return (client, owned) for ``cluster``: None (new LocalCluster), an address or a Client."""
+    from distributed import Client, LocalCluster
+
+    if isinstance(cluster, Client):
+        return cluster, False
+    if cluster is None:
+        local = LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        return Client(local), True
+    if isinstance(cluster, str):
+        try:
+            return Client(cluster, timeout=timeout), True
+        except (OSError, TimeoutError) as err:
+            raise ConnectionError(
+                f"could not reach the dask scheduler at {cluster!r} within {timeout} s: {err}"
+            ) from err
+    return Client(cluster), True
+
+
+def iter_segment_large(
+    source,
+    *,
+    model,
+    diameter: float,
+    out,
+    blocksize: int = 2048,
+    overlap: int | None = None,
+    cluster=None,
+    channels=(0, 0),
+    overwrite: bool = False,
+    n_workers: int = 2,
+    timeout: float = 10.0,
+    segment_kwargs: dict | None = None,
+) -> Iterator[BlockDone | ChunkWritten]:
+    """Segment a large image block by block; a generator of progress events.
+
+    Parameters are those of :func:`segment_large`; the generator returns a :class:`LargeResult`.
+    Closing the generator cancels the outstanding tasks; finished blocks are kept for a re-run.
+    """
+    t0 = time.perf_counter()
+    arr = open_lazy(source)
+    overlap = math.ceil(2 * diameter) if overlap is None else int(overlap)
+    _check_geometry(arr.shape, blocksize, overlap, diameter)
+    grid = BlockGrid(tuple(arr.shape[:2]), int(blocksize), overlap)
+    out = Path(out)
+    parts_dir = out.with_name(out.name + PARTS_SUFFIX)
+    fingerprint = {
+        "source": str(source) if isinstance(source, str | os.PathLike) else "array",
+        "shape": list(arr.shape),
+        "blocksize": grid.blocksize,
+        "overlap": overlap,
+        "diameter": float(diameter),
+        "model": segmenter_name(model),
+    }
+    if not _resumable(parts_dir, fingerprint):
+        _prepare_output(out, grid.shape, grid.blocksize, overwrite)
+    _prepare_parts(parts_dir, grid, fingerprint)
+    client, owned = _connect(cluster, n_workers, timeout)
+    try:
+        result = yield from _run(
+            client,
+            arr,
+            source,
+            grid,
+            model,
+            diameter,
+            channels,
+            segment_kwargs or {},
+            parts_dir,
+            out,
+        )
+    finally:
+        if owned:
+            cluster_obj = client.cluster
+            client.close()
+            if cluster_obj is not None and cluster is None:
+                cluster_obj.close()
+    shutil.rmtree(parts_dir, ignore_errors=True)
+    return LargeResult(
+        str(out), grid.shape, result[0], len(grid.indices()), result[1], time.perf_counter() - t0
+    )
+
+
+def segmenter_name(model) -> str:
+    """A short, stable description of the segmenter, used to tell runs apart."""
+    return model if isinstance(model, str) else type(model).__name__
+
+
+def _run(client, arr, source, grid, model, diameter, channels, seg_kwargs, parts_dir, out):
+    from distributed import as_completed
+
+    kwargs = {"diameter": diameter, "channels": tuple(channels), **seg_kwargs}
+    # A model name/path is loaded once per worker. Objects travel with each task: scattering
+    # them instead would lose them when the workers that hold them die.
+    seg = model
+    futures = {}
+    for index in grid.indices():
+        crop, core = grid.crop(*index), grid.core(*index)
+        fut = client.submit(
+            _segment_block,
+            _block_source(client, source, arr, crop),
+            crop,
+            core,
+            seg,
+            kwargs,
+            _part_path(parts_dir, index),
+            retries=2,
+            pure=False,
+            key=f"cp2-block-{index[0]}-{index[1]}-{time.time_ns()}",
+        )
+        futures[fut] = index
+    counts, skipped, done = {}, 0, 0
+    try:
+        for fut in as_completed(futures):
+            n, was_done = fut.result()
+            counts[futures[fut]] = n
+            skipped += was_done
+            done += 1
+            yield BlockDone(futures[fut], n, done, len(futures), was_done)
+    finally:
+        client.cancel(list(futures))
+    offsets, total = {}, 0
+    for index in grid.indices():
+        offsets[index] = total
+        total += counts[index]
+    writes = [
+        client.submit(
+            _write_chunk,
+            grid,
+            index,
+            {nb: offsets[nb] for nb in grid.neighbours(*index)},
+            str(parts_dir),
+            str(out),
+            retries=2,
+            pure=False,
+        )
+        for index in grid.indices()
+    ]
+    for done, fut in enumerate(as_completed(writes), start=1):
+        yield ChunkWritten(fut.result(), done, len(writes))
+    return total, skipped
+
+
+def segment_large(source, *, model, diameter: float, out, **kwargs) -> LargeResult:
+    """Segment an image larger than memory on dask.distributed and write labels to zarr.
+
+    Parameters
+    ----------
+    source : str, Path or array-like
+        Input image (H, W) or (H, W, C): a zarr/OME-Zarr/TIFF path (read lazily by the workers)
+        or an array.
+    model : Model, str or segmenter
+        A loaded :class:`~cp2_engine.model.Model`, a model name/path (loaded once per worker), or
+        any object with ``segment(image, *, diameter, channels) -> result with .masks``.
+    diameter : float
+        Cell diameter in pixels (also sets the default context, ``2 * diameter``).
+    out : str or Path
+        Output zarr array of uint32 labels, chunked by ``blocksize``. Refused if it exists,
+        unless ``overwrite=True``.
+    **kwargs
+        ``blocksize`` (2048), ``overlap`` (None = 2 x diameter), ``cluster`` (None = a new
+        LocalCluster, or a scheduler address, or a ``distributed.Client``), ``channels``,
+        ``overwrite``, ``n_workers`` (for the LocalCluster), ``timeout`` (s, for connecting),
+        ``segment_kwargs`` (extra keywords for ``model.segment``).
+
+    Returns
+    -------
+    LargeResult
+
+    Examples
+    --------
+    >>> from cp2_engine.classic import ClassicSegmenter
+    >>> from cp2_engine.synthetic import disks
+    >>> img = disks((256, 256), n_disks=12, radius=8, seed=0).image
+    >>> res = segment_large(img, model=ClassicSegmenter(threshold=0.5), diameter=16,
+    ...                     out=tmp / "labels.zarr", blocksize=128)  # doctest: +SKIP
+    """
+    gen = iter_segment_large(source, model=model, diameter=diameter, out=out, **kwargs)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value

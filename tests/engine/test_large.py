@@ -1,0 +1,218 @@
+"""Large images on zarr + dask.distributed: no seams, unique ids, resume, retries, bad input."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from cp2_engine.classic import ClassicSegmenter
+from cp2_engine.large import BlockGrid, owned_cells, segment_large
+from cp2_engine.synthetic import touching_cells
+
+DIAM = 20
+SEGMENTER = ClassicSegmenter(threshold=0.25)
+
+
+@pytest.fixture(scope="module")
+def big_sample():
+    return touching_cells((4096, 4096), diameter=DIAM, seed=11, irregularity=0.1)
+
+
+@pytest.fixture(scope="module")
+def single_pass(big_sample):
+    return SEGMENTER.segment(big_sample.image, diameter=DIAM).masks
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    with Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+def _ap50(true, pred):
+    from cp2_engine.metrics import average_precision
+
+    return float(average_precision(true, pred, thresholds=(0.5,)).ap[0, 0])
+
+
+def _majority_sides(truth, labels, axis, b, cell):
+    """Most common label of ``cell``'s pixels in the 3 rows/columns before and after ``b``."""
+    sides = []
+    for idx in (np.arange(b - 3, b), np.arange(b, b + 3)):
+        lab, tru = np.take(labels, idx, axis=axis), np.take(truth, idx, axis=axis)
+        sides.append(np.bincount(lab[tru == cell]).argmax())
+    return sides
+
+
+def _assert_no_cell_split(truth, labels, single, grid):
+    """A true cell that crosses a block border has one label on both sides, unless the
+    single-pass segmentation splits it there too (then the split is the model's, not a seam)."""
+    for axis in (0, 1):
+        for k in range(1, grid.n_blocks[axis]):
+            b = k * grid.blocksize
+            before = np.take(truth, b - 1, axis=axis)
+            after = np.take(truth, b, axis=axis)
+            crossing = np.intersect1d(before[before > 0], after[after > 0])
+            for cell in crossing:
+                left_major, right_major = _majority_sides(truth, labels, axis, b, cell)
+                if left_major == 0 and right_major == 0:
+                    continue  # not detected at all: a miss, not a split
+                ref_left, ref_right = _majority_sides(truth, single, axis, b, cell)
+                if ref_left != ref_right:
+                    continue  # the model itself splits this cell here
+                assert left_major == right_major, f"cell {cell} split at {axis=} {b=}"
+
+
+@pytest.mark.slow
+def test_blockwise_matches_single_pass_without_seams(big_sample, single_pass, client, tmp_path):
+    zpath = tmp_path / "image.zarr"
+    zarr.create_array(str(zpath), data=big_sample.image, chunks=(700, 700))  # not a multiple
+    out = tmp_path / "labels.zarr"
+    res = segment_large(
+        str(zpath), model=SEGMENTER, diameter=DIAM, out=out, blocksize=1024, cluster=client
+    )
+    labels = zarr.open_array(str(out), mode="r")
+    assert labels.chunks == (1024, 1024)
+    labels = labels[:]
+    assert res.n_blocks == 16 and res.n_cells == labels.max()
+    ids = np.unique(labels)
+    np.testing.assert_array_equal(ids, np.arange(labels.max() + 1))  # unique, consecutive
+    assert _ap50(single_pass, labels) >= 0.99
+    grid = BlockGrid(labels.shape, 1024, 2 * DIAM)
+    _assert_no_cell_split(big_sample.labels, labels, single_pass, grid)
+    assert not Path(str(out) + ".cp2parts").exists()
+
+
+def test_in_memory_array_on_a_new_local_cluster(tmp_path):
+    sample = touching_cells((512, 512), diameter=DIAM, seed=2, irregularity=0.1)
+    out = tmp_path / "labels.zarr"
+    res = segment_large(sample.image, model=SEGMENTER, diameter=DIAM, out=out, blocksize=200)
+    labels = zarr.open_array(str(out), mode="r")[:]
+    single = SEGMENTER.segment(sample.image, diameter=DIAM).masks
+    assert res.n_blocks == 9
+    assert _ap50(single, labels) >= 0.99
+
+
+class _DieOnceSegmenter:
+    """Kills the worker process that runs the first block (once per run), then behaves."""
+
+    def __init__(self, flag_dir):
+        self.flag = Path(flag_dir) / "killed_once"
+
+    def segment(self, image, **kwargs):
+        if not self.flag.exists():
+            self.flag.write_text("x")
+            os._exit(1)
+        return SEGMENTER.segment(image, **kwargs)
+
+
+def test_killed_worker_is_retried_and_result_unchanged(client, tmp_path):
+    import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    sample = touching_cells((384, 384), diameter=DIAM, seed=4, irregularity=0.1)
+    ref = tmp_path / "ref.zarr"
+    segment_large(
+        sample.image, model=SEGMENTER, diameter=DIAM, out=ref, blocksize=192, cluster=client
+    )
+    out = tmp_path / "labels.zarr"
+    dying = _DieOnceSegmenter(tmp_path)
+    segment_large(sample.image, model=dying, diameter=DIAM, out=out, blocksize=192, cluster=client)
+    assert (tmp_path / "killed_once").exists()  # a worker really died mid-run
+    np.testing.assert_array_equal(zarr.open_array(str(ref))[:], zarr.open_array(str(out))[:])
+
+
+def test_rerun_after_crash_skips_finished_blocks(tmp_path, client):
+    from cp2_engine.large import iter_segment_large
+
+    sample = touching_cells((400, 400), diameter=DIAM, seed=5, irregularity=0.1)
+    out = tmp_path / "labels.zarr"
+    kwargs = {"model": SEGMENTER, "diameter": DIAM, "out": out, "blocksize": 200}
+    kwargs["cluster"] = client
+    gen = iter_segment_large(sample.image, **kwargs)
+    first = next(gen)  # one block finished, then the run "crashes"
+    gen.close()
+    assert Path(str(out) + ".cp2parts").exists()
+    events = list(iter_segment_large(sample.image, **kwargs))
+    skipped = [e for e in events if getattr(e, "skipped", False)]
+    assert first.index in [e.index for e in skipped]  # others may have finished before close
+    single = SEGMENTER.segment(sample.image, diameter=DIAM).masks
+    assert _ap50(single, zarr.open_array(str(out))[:]) >= 0.99
+
+
+def test_owned_cells_keeps_cells_by_centroid():
+    masks = np.zeros((20, 20), np.int32)
+    masks[0:6, 8:14] = 3  # centroid (2.5, 10.5): inside core rows 0..9 cols 10..19
+    masks[12:18, 2:6] = 7  # centroid row 14.5: outside
+    owned, n = owned_cells(masks, (slice(0, 20), slice(0, 20)), (slice(0, 10), slice(10, 20)))
+    assert n == 1 and set(np.unique(owned)) == {0, 1}
+    assert (owned == 1).sum() == 36
+
+
+def test_missing_input_path_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        segment_large(
+            str(tmp_path / "nope.zarr"), model=SEGMENTER, diameter=DIAM, out=tmp_path / "o.zarr"
+        )
+
+
+@pytest.mark.parametrize(
+    ("blocksize", "overlap", "match"),
+    [
+        (256, 10, "overlap must be >= 2 x diameter"),
+        (100, 150, "must not exceed blocksize"),
+        (32, None, "blocksize must be >= 64"),
+    ],
+)
+def test_chunking_that_does_not_fit_is_refused(tmp_path, blocksize, overlap, match):
+    img = np.zeros((300, 300), np.float32)
+    with pytest.raises(ValueError, match=match):
+        segment_large(
+            img,
+            model=SEGMENTER,
+            diameter=DIAM,
+            out=tmp_path / "o.zarr",
+            blocksize=blocksize,
+            overlap=overlap,
+        )
+
+
+def test_unreachable_scheduler_fails_within_timeout(tmp_path):
+    img = np.zeros((300, 300), np.float32)
+    t0 = time.perf_counter()
+    with pytest.raises(ConnectionError, match="could not reach the dask scheduler"):
+        segment_large(
+            img,
+            model=SEGMENTER,
+            diameter=DIAM,
+            out=tmp_path / "o.zarr",
+            blocksize=128,
+            cluster="tcp://127.0.0.1:9",
+            timeout=2,
+        )
+    assert time.perf_counter() - t0 < 30
+
+
+def test_existing_output_is_refused_unless_overwrite(tmp_path, client):
+    img = touching_cells((256, 256), diameter=DIAM, seed=1).image
+    out = tmp_path / "o.zarr"
+    zarr.save_array(str(out), np.ones((4, 4), np.uint8))
+    with pytest.raises(FileExistsError, match="overwrite"):
+        segment_large(img, model=SEGMENTER, diameter=DIAM, out=out, blocksize=128, cluster=client)
+    assert zarr.open_array(str(out))[:].sum() == 16  # untouched
+    res = segment_large(
+        img, model=SEGMENTER, diameter=DIAM, out=out, blocksize=128, cluster=client, overwrite=True
+    )
+    assert res.n_cells > 0
