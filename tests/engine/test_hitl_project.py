@@ -199,3 +199,16 @@ def test_cancelled_retrain_registers_nothing(project):
 def test_retrain_without_accepted_images_is_an_error(project):
     with pytest.raises(ValueError, match="no accepted images"):
         project.retrain()
+
+
+def test_multichannel_images_take_spatial_labels(tmp_path, rng):
+    images, truths = _data(rng, n=1)
+    first = np.stack([images[0], images[0] * 0.5])  # (2, H, W), channel first
+    last = np.moveaxis(first, 0, -1)  # (H, W, 2)
+    proj = HitlProject.create(tmp_path / "p", images=[first, last], initial_model="scratch")
+    n_true = len(np.unique(truths[0])) - 1
+    for name in proj.names:
+        assert proj.accept(name, truths[0]).n_drawn == n_true
+    np.testing.assert_array_equal(proj.image("image_000"), first)
+    with pytest.raises(ValueError, match="shape"):
+        proj.accept("image_001", np.zeros((2, 48), np.uint16), overwrite=True)

@@ -129,6 +129,13 @@ def _check_image(image: Any, what: str) -> np.ndarray:
     return arr
 
 
+def _spatial_shape(shape: Sequence[int]) -> tuple[int, int]:
+    """(H, W) of an image shape: (H, W), (H, W, C) or channel-first (C, H, W) with C < 10."""
+    if len(shape) == 3 and shape[0] < 10 <= min(shape[1], shape[2]):
+        return int(shape[1]), int(shape[2])
+    return int(shape[0]), int(shape[1])
+
+
 def _load_input(item: Any, what: str) -> tuple[np.ndarray, str | None]:
     """An image from a path or an array; also return the path's stem as a name suggestion."""
     if isinstance(item, str | os.PathLike):
@@ -284,8 +291,10 @@ class HitlProject:
                 imread(t) if isinstance(t, str | os.PathLike) else t,
                 name=f"ground_truth[{i}]",
             )
-            if lab.shape != img.shape[:2]:
-                raise ValueError(f"ground_truth[{i}] shape {lab.shape} != image {img.shape[:2]}")
+            if lab.shape != _spatial_shape(img.shape):
+                raise ValueError(
+                    f"ground_truth[{i}] shape {lab.shape} != image {_spatial_shape(img.shape)}"
+                )
             out.append(lab)
         return out
 
@@ -499,7 +508,7 @@ class HitlProject:
         """
         self._check_name(name)
         labels = check_labels(corrected_labels, name="corrected_labels")
-        shape = tuple(self._meta["images"][self.names.index(name)]["shape"][:2])
+        shape = _spatial_shape(self._meta["images"][self.names.index(name)]["shape"])
         if labels.shape != shape:
             raise ValueError(f"corrected_labels shape {labels.shape} != image {name!r} {shape}")
         if self.is_accepted(name):
