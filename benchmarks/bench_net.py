@@ -1,16 +1,18 @@
 """Benchmark the CPnet forward pass: cp2 (fp32, channels-last, bf16) against Cellpose's CPnet.
 
-Both sides run in fresh subprocesses with the same weights, the same input, the same thread
-count and the same glibc allocator settings, so their ratio is meaningful on a shared machine:
+Both sides use the same weights, input, thread count and glibc allocator setting:
 
 * ``default``: glibc defaults (large activation buffers are mmapped and returned to the OS
   after every forward, then page-faulted in again);
 * ``tuned``: ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_`` raised so freed memory is
   kept (see docs and ``/work/shared/reference/performance-notes.md``).
 
-The reference Cellpose runs from its own venv (``CP2_CELLPOSE_PYTHON`` or
-``.venv-cellpose/bin/python``); it is timed as a plain ``CPnet`` forward and, as in its CPU
-inference, with the module converted to mkldnn before each batch.
+One worker process, run by the reference Cellpose venv (``CP2_CELLPOSE_PYTHON`` or
+``.venv-cellpose/bin/python``, same torch version; cp2 is imported from ``src/``), times every
+variant round-robin, so load drift on a shared machine hits all of them alike; the speed-up is
+the median of the per-round ratios. Cellpose is timed as a plain ``CPnet`` forward and, as in
+its CPU inference, with the module converted to mkldnn before each batch. The error column is
+the max abs difference of the output from cp2 fp32.
 
 Usage::
 
@@ -27,7 +29,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -42,77 +43,58 @@ CP2_VARIANTS = {
     "cp2 bf16+channels_last": {"bf16": True, "channels_last": True},
 }
 
-_CELLPOSE_WORKER = textwrap.dedent(
-    """
-    import json, statistics, sys, time
-    import numpy as np
-    import torch
-    from cellpose.resnet_torch import CPnet
 
-    folder, repeats, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    torch.set_num_threads(threads)
-    x = torch.from_numpy(np.load(folder + "/x.npy"))
-    state = torch.load(folder + "/weights", weights_only=True)
-
-    def timed(fn):
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times), out
-
-    net = CPnet(nbase=[2, 32, 64, 128, 256], nout=3, sz=3)
-    net.load_state_dict(state, strict=True)
-    net.eval()
-    with torch.no_grad():
-        t, out = timed(lambda: net(x)[0])
-    np.save(folder + "/cellpose_y.npy", out.numpy())
-    result = {"cellpose": t}
-    try:
-        from torch.utils import mkldnn as mkldnn_utils
-
-        knet = CPnet(nbase=[2, 32, 64, 128, 256], nout=3, sz=3, mkldnn=True)
-        knet.load_state_dict(state, strict=True)
-        knet.eval()
-
-        def mkldnn_forward():
-            y = mkldnn_utils.to_mkldnn(knet)(x)[0]
-            return y.to_dense() if y.is_mkldnn else y
-
-        with torch.no_grad():
-            t, out = timed(mkldnn_forward)
-        np.save(folder + "/cellpose_mkldnn_y.npy", out.numpy())
-        result["cellpose mkldnn"] = t
-    except (RuntimeError, AttributeError, TypeError) as err:
-        print("mkldnn path failed:", err, file=sys.stderr)
-    print(json.dumps(result))
-    """
-)
-
-
-def _cp2_worker(folder: Path, repeats: int, threads: int) -> None:
-    """Time every cp2 variant (run in a subprocess) and save its outputs."""
-    import torch
-
+def _variants(folder: Path) -> dict:
+    """Forward functions to time: cp2 variants and, when importable, Cellpose's CPnet."""
     from cp2_engine.net import inference_forward
     from cp2_engine.weights import build_net_from_state, load_state_dict
 
+    state = load_state_dict(folder / "weights")
+    fns = {}
+    for label, flags in CP2_VARIANTS.items():
+        net = build_net_from_state(state).eval()
+        fns[label] = lambda x, net=net, flags=flags: inference_forward(net, x, **flags)[0]
+    try:
+        from cellpose.resnet_torch import CPnet as ReferenceNet
+    except ImportError:
+        return fns
+    import torch
+    from torch.utils import mkldnn as mkldnn_utils
+
+    ref = ReferenceNet(nbase=[2, 32, 64, 128, 256], nout=3, sz=3)
+    ref.load_state_dict(torch.load(folder / "weights", weights_only=True), strict=True)
+    ref.eval()
+    fns["cellpose"] = lambda x: ref(x)[0]
+    kref = ReferenceNet(nbase=[2, 32, 64, 128, 256], nout=3, sz=3, mkldnn=True)
+    kref.load_state_dict(torch.load(folder / "weights", weights_only=True), strict=True)
+    kref.eval()
+
+    def mkldnn_forward(x):  # as Cellpose 3 does on the CPU: convert the module every batch
+        y = mkldnn_utils.to_mkldnn(kref)(x)[0]
+        return y.to_dense() if y.is_mkldnn else y
+
+    fns["cellpose mkldnn"] = mkldnn_forward
+    return fns
+
+
+def _worker(folder: Path, repeats: int, threads: int) -> None:
+    """Time all variants round-robin (one warm-up each) so load drift hits them alike."""
+    import torch
+
     torch.set_num_threads(threads)
     x = torch.from_numpy(np.load(folder / "x.npy"))
-    result = {}
-    for label, flags in CP2_VARIANTS.items():
-        net = build_net_from_state(load_state_dict(folder / "weights")).eval()
-        inference_forward(net, x, **flags)
-        times = []
+    fns = _variants(folder)
+    times = {label: [] for label in fns}
+    with torch.no_grad():
+        for label, fn in fns.items():
+            y = fn(x)
+            np.save(folder / f"{label.replace(' ', '_')}_y.npy", y.float().numpy())
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            y, _ = inference_forward(net, x, **flags)
-            times.append(time.perf_counter() - t0)
-        result[label] = statistics.median(times)
-        np.save(folder / f"{label.replace(' ', '_')}_y.npy", y.numpy())
-    print(json.dumps(result))
+            for label, fn in fns.items():
+                t0 = time.perf_counter()
+                fn(x)
+                times[label].append(time.perf_counter() - t0)
+    print(json.dumps(times))
 
 
 def _prepare(folder: Path, batch: int, size: int) -> None:
@@ -166,27 +148,22 @@ def _bench_setting(folder: Path, setting: str, args, cellpose: str | None) -> di
         env.pop(key, None)
     if setting == "tuned":
         env.update(TUNED_MALLOC)
-    worker = [sys.executable, __file__, "--worker", str(folder)]
-    times = _run_json(
-        [*worker, "--repeats", str(args.repeats), "--threads", str(args.threads)], env
-    )
-    if cellpose:
-        script = folder / "cellpose_worker.py"
-        script.write_text(_CELLPOSE_WORKER)
-        cmd = [cellpose, str(script), str(folder), str(args.repeats), str(args.threads)]
-        times.update(_run_json(cmd, env))
-    return times
+    python = cellpose or sys.executable
+    cmd = [python, __file__, "--worker", str(folder), "--repeats", str(args.repeats)]
+    return _run_json([*cmd, "--threads", str(args.threads)], env)
 
 
 def _print_table(setting: str, times: dict, errors: dict, scale: float) -> None:
     base = times.get("cellpose")
-    print(f"\nallocator: {setting}  (max |y| of fp32 output = {scale:.3f})")
-    print(f"{'variant':<24} {'median s':>9} {'vs cellpose':>12} {'max abs err vs cp2 fp32':>24}")
-    for label, t in times.items():
-        ratio = f"{base / t:.2f}x" if base else "n/a"
+    print(f"\nallocator: {setting}  (max |y| of the fp32 output = {scale:.3f})")
+    print(f"{'variant':<24} {'median s':>9} {'speed-up vs cellpose':>21} {'max abs err':>12}")
+    for label, runs in times.items():
+        ratio = "n/a"
+        if base:  # median of per-round ratios: robust to load drift between rounds
+            ratio = f"{statistics.median(b / t for b, t in zip(base, runs)):.2f}x"
         err = errors.get(label)
         err_text = f"{err:.2e}" if err is not None else "n/a"
-        print(f"{label:<24} {t:>9.3f} {ratio:>12} {err_text:>24}")
+        print(f"{label:<24} {statistics.median(runs):>9.3f} {ratio:>21} {err_text:>12}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        _cp2_worker(args.worker, args.repeats, args.threads)
+        sys.path.insert(0, str(REPO / "src"))  # the Cellpose venv does not install cp2
+        _worker(args.worker, args.repeats, args.threads)
         return 0
     settings = ["default", "tuned"]
     if args.quick:
