@@ -267,7 +267,7 @@ class SegmentWidget(Container):
         out = masks_name
         for data, meta, kind in tuples:
             name = meta["name"]
-            existing = self._viewer.layers.get(name, None)
+            existing = _find_layer(self._viewer, name)
             if existing is not None and not (kind == "labels" and self._has_edits(existing)):
                 existing.data = data
                 continue
@@ -351,6 +351,11 @@ class SegmentWidget(Container):
             return None
         self._set_diameter(value)
         return value
+
+
+def _find_layer(viewer, name: str):
+    """The layer called ``name``, or None (napari's LayerList has no ``get``)."""
+    return next((layer for layer in viewer.layers if layer.name == name), None)
 
 
 def _make_layer(data, meta: dict, kind: str):

@@ -117,6 +117,8 @@ class Task:
         self.running = False
         self.cancelled = False
         self.detached = False
+        #: ``time.perf_counter()`` when the result (or error/cancel) reached the GUI thread.
+        self.finished_at: float | None = None
 
     def start(self) -> Task:
         """Start the job (returns self; in synchronous mode, returns when it is over)."""
@@ -170,6 +172,7 @@ class Task:
             callback(*args)
 
     def _finish(self, outcome: Any) -> None:
+        self.finished_at = time.perf_counter()
         self.running = False
         if self.cancelled:
             self._finish_cancelled()
@@ -219,7 +222,12 @@ def get_model(cache: dict, key: str):
     if key not in cache:
         from cp2_engine.model import Model
 
-        cache[key] = Model.load(key)
+        from ._tooltips import message
+
+        try:
+            cache[key] = Model.load(key)
+        except Exception as err:  # torch.load raises many types for a file that is no model
+            raise ValueError(message("model_failed", model=key, error=err)) from err
     return cache[key]
 
 

@@ -1,0 +1,27 @@
+"""Fixtures of the plugin tests: tiny synthetic images and a random-weights model file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture
+def tiny_cells():
+    """Two small synthetic images with exact labels: [(image, labels), ...]."""
+    synthetic = pytest.importorskip("cp2_engine.synthetic")
+    out = []
+    for seed in (1, 2):
+        s = synthetic.touching_cells((96, 96), diameter=16, seed=seed)
+        out.append((s.image.astype(np.float32), s.labels))
+    return out
+
+
+@pytest.fixture
+def model_file(tmp_path_factory):
+    """A saved random-weights cp2 model (loadable by ``Model.load``)."""
+    model_mod = pytest.importorskip("cp2_engine.model")
+    weights = pytest.importorskip("cp2_engine.weights")
+    path = tmp_path_factory.mktemp("models") / "random_cp2"
+    weights.save_model(model_mod.Model.random(seed=0, diam_mean=16.0).net, path)
+    return path
