@@ -24,6 +24,8 @@ _SEED_MIN_COUNT = 10  # a seed bin holds more than this many final positions
 _GROW_MIN_COUNT = 2  # growth enters bins holding more than this many
 _GROW_STEPS = 5
 _SEED_RADIUS = 2  # 5x5 local maximum
+_LANES = 4  # trajectories integrated side by side in one thread
+_CHUNK = 4096  # pixels per parallel task
 
 
 @njit(cache=True, inline="always")
@@ -60,28 +62,61 @@ def _step(dp, py, px, hm1, wm1):  # pragma: no cover - numba
     return ny, nx
 
 
-@njit(parallel=True, cache=True)
-def _euler(dp, ys, xs, niter, out):  # pragma: no cover - numba
+@njit(cache=True)
+def _euler_chunk(dp, ys, xs, niter, out, start, end):  # pragma: no cover - numba
+    """Integrate pixels start..end, ``_LANES`` independent trajectories interleaved (for ILP)."""
     hm1 = np.float32(dp.shape[1] - 1)
     wm1 = np.float32(dp.shape[2] - 1)
-    for i in prange(ys.shape[0]):
-        py = np.float32(ys[i])
-        px = np.float32(xs[i])
-        oy = np.float32(-1.0)  # position one step earlier
-        ox = np.float32(-1.0)
-        for t in range(niter):
-            ny, nx = _step(dp, py, px, hm1, wm1)
-            if ny == py and nx == px:  # fixed point
-                break
-            if ny == oy and nx == ox:  # period 2: positions alternate from now on
-                if (niter - t - 1) % 2 == 1:
-                    ny, nx = py, px
-                py, px = ny, nx
-                break
-            oy, ox = py, px
-            py, px = ny, nx
-        out[0, i] = py
-        out[1, i] = px
+    pos = np.empty((4, _LANES), np.float32)  # y, x, and the position one step earlier
+    idx = np.full(_LANES, -1, np.int64)
+    steps = np.zeros(_LANES, np.int64)
+    nxt = start
+    for b in range(_LANES):
+        if nxt < end:
+            idx[b] = nxt
+            nxt += 1
+    for b in range(_LANES):
+        if idx[b] >= 0:
+            pos[0, b], pos[1, b], pos[2, b], pos[3, b] = ys[idx[b]], xs[idx[b]], -1.0, -1.0
+    active = min(_LANES, end - start)
+    while active > 0:
+        for b in range(_LANES):
+            q = idx[b]
+            if q < 0:
+                continue
+            py, px = pos[0, b], pos[1, b]
+            if steps[b] >= niter:
+                ny, nx = py, px
+                done = True
+            else:
+                ny, nx = _step(dp, py, px, hm1, wm1)
+                done = steps[b] + 1 >= niter or (ny == py and nx == px)
+                if not done and ny == pos[2, b] and nx == pos[3, b]:
+                    done = True  # period 2: positions alternate from now on
+                    if (niter - steps[b] - 1) % 2 == 1:
+                        ny, nx = py, px
+            if not done:
+                pos[0, b], pos[1, b], pos[2, b], pos[3, b] = ny, nx, py, px
+                steps[b] += 1
+                continue
+            out[0, q] = ny
+            out[1, q] = nx
+            if nxt < end:
+                idx[b] = nxt
+                pos[0, b], pos[1, b], pos[2, b], pos[3, b] = ys[nxt], xs[nxt], -1.0, -1.0
+                steps[b] = 0
+                nxt += 1
+            else:
+                idx[b] = -1
+                active -= 1
+
+
+@njit(parallel=True, cache=True)
+def _euler(dp, ys, xs, niter, out):  # pragma: no cover - numba
+    n = ys.shape[0]
+    n_chunks = (n + _CHUNK - 1) // _CHUNK
+    for c in prange(n_chunks):
+        _euler_chunk(dp, ys, xs, niter, out, c * _CHUNK, min(n, (c + 1) * _CHUNK))
 
 
 def _check_field(dP, mask) -> tuple[np.ndarray, np.ndarray]:
