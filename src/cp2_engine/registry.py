@@ -231,12 +231,14 @@ def _folder_models(source: str, folder: Path) -> list[ModelSpec]:
         if name in seen:
             continue
         seen.add(name)
-        try:
-            specs.append(
-                find_model(name) if name != entry.name else _make_spec(name, [entry], source)
-            )
-        except ModelNotFoundError:
-            specs.append(_make_spec(entry.name, [entry], source))
+        paths = [entry]
+        if name != entry.name:  # a replicate file: list the group by its first file
+            first = folder / f"{name}torch_0"
+            if first.is_file():
+                paths = [first]
+            else:
+                name = entry.name
+        specs.append(_make_spec(name, paths, source))
     return specs
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+
 import numpy as np
 import pytest
 
@@ -128,11 +131,13 @@ def test_list_models(dirs):
     _touch(dirs["home"] / "CP_1")
     _touch(dirs["env"] / "CP_1")
     _touch(dirs["env"] / "style_choice.npy")
+    _touch(dirs["env"] / "nucleitorch_2")
     _touch(dirs["bundled"] / "tiny" / "tiny")
     np.save(dirs["bundled"] / "tiny" / "tiny_size.npy", np.zeros(1))
     specs = list_models()
     by_name = {s.name: s for s in specs}
-    assert sorted(by_name) == ["CP_1", "cyto", "tiny"]
+    assert sorted(by_name) == ["CP_1", "cyto", "nucleitorch_2", "tiny"]
+    assert by_name["cyto"].paths == (dirs["home"] / "cytotorch_0",)
     assert by_name["CP_1"].paths == (dirs["env"] / "CP_1",)
     assert by_name["cyto"].size_model is not None
     assert by_name["tiny"].source == "bundled" and by_name["tiny"].size_model is not None
@@ -150,11 +155,11 @@ def test_cli_models_lists_and_shows(dirs, capsys):
 
     dirs["home"].mkdir(parents=True)
     save_model(CPnet((2, 8, 16)), dirs["home"] / "small")
-    parser = __import__("argparse").ArgumentParser()
+    parser = argparse.ArgumentParser()
     cmd.add_arguments(parser)
     assert cmd.run(parser.parse_args([])) == 0
     assert "small" in capsys.readouterr().out
     assert cmd.run(parser.parse_args(["small", "--check", "--json"])) == 0
-    out = __import__("json").loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out)
     assert out["check"]["sha256_verified"] is True
     assert out["check"]["nbase"] == [2, 8, 16]
