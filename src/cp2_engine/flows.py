@@ -133,9 +133,10 @@ def _heat_box(inside, cy, cx, niter):  # pragma: no cover - numba
 
 @njit(parallel=True, cache=True)
 def _diffuse_masks(counts, box, sums, offsets, pix, out, dp, err, tol):  # pragma: no cover
-    """Unit flows of every mask into ``out``; with a non-empty ``dp`` also per-mask errors."""
+    """Unit flows of every mask into a non-empty ``out``; with a non-empty ``dp`` also errors."""
     n = counts.shape[0] - 1
     with_err = dp.shape[1] > 0
+    with_out = out.shape[1] > 0
     for k in prange(1, n + 1):
         cnt = counts[k]
         if cnt == 0:
@@ -174,8 +175,9 @@ def _diffuse_masks(counts, box, sums, offsets, pix, out, dp, err, tol):  # pragm
                 gx = 0.0
             uy = gy / (1e-20 + mag)
             ux = gx / (1e-20 + mag)
-            out[0, yy, xx] = uy
-            out[1, yy, xx] = ux
+            if with_out:
+                out[0, yy, xx] = uy
+                out[1, yy, xx] = ux
             if with_err:
                 ey = uy - np.float64(dp[0, yy, xx] / np.float32(5.0))
                 ex = ux - np.float64(dp[1, yy, xx] / np.float32(5.0))
@@ -192,14 +194,18 @@ def _check_masks(masks) -> np.ndarray:
 
 
 def _numba_flows(lab: np.ndarray, n: int, dp: np.ndarray | None = None):
-    """Run the numba path on consecutive labels; returns (flows float32, errors per label)."""
+    """Run the numba path on consecutive labels.
+
+    Returns the flows (float32, or None when ``dp`` is given: only the errors are wanted) and
+    the per-label flow errors against ``dp / 5`` (NaN without ``dp``).
+    """
     counts, box, sums, offsets, pix = _label_table(lab, n)
-    out = np.zeros((2, *lab.shape), np.float32)
+    out = np.zeros((2, *lab.shape) if dp is None else (2, 0, 0), np.float32)
     err = np.full(n + 1, np.nan)
     dp_arr = np.zeros((2, 0, 0), np.float32) if dp is None else np.asarray(dp, np.float32)
     tol = _GRAD_TOL[np.dtype(np.float64)]
     _diffuse_masks(counts, box, sums, offsets, pix, out, dp_arr, err, tol)
-    return out, err[1:]
+    return (out if dp is None else None), err[1:]
 
 
 def mask_centres(lab: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
