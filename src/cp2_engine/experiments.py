@@ -169,6 +169,14 @@ class ExperimentSettings:
     device: str = "auto"
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        names = ("n_epochs_online", "n_epochs_offline", "bsize", "batch_size",
+                 "min_images_per_epoch", "n_rounds", "n_seeds", "pretrain_epochs")  # fmt: skip
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
     @classmethod
     def quick(cls, **overrides: Any) -> ExperimentSettings:
         """Small settings that finish in minutes on 2 CPU cores.

@@ -58,6 +58,8 @@ def test_settings_and_train_configs():
     online, offline = quick.train_config("online"), quick.train_config("offline")
     assert (online.mode, online.n_epochs) == ("online", quick.n_epochs_online)
     assert (offline.mode, offline.n_epochs) == ("offline", quick.n_epochs_offline)
+    with pytest.raises(ValueError, match="n_rounds"):
+        ExperimentSettings.quick(n_rounds=0)
     full = ExperimentSettings()
     assert (full.n_epochs_online, full.n_epochs_offline, full.bsize) == (100, 300, 224)
 
