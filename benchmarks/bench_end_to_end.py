@@ -1,0 +1,212 @@
+"""End-to-end segmentation time: cp2 ``Model.segment`` vs cellpose ``CellposeModel.eval``.
+
+Both run the SAME weights file on the same synthetic image (default 2048x2048, 2000 touching
+cells of diameter 30) with the same settings (diameter 30, channels [0, 0], flow_threshold 0.4,
+cellprob_threshold 0, min_size 15, tile overlap 0.1, batch 8) and the same thread count.
+
+Weights: random weights do not find cells, which would make the flows->masks stages trivially
+cheap. So, unless ``--weights`` is given, a CPnet is trained briefly from random init with
+cp2's own trainer on separate synthetic images (never the benchmark image, no oracle) and
+cached in ``~/.cache/cp2/``; the run prints how many cells each side found and their AP, so
+one can see that the weights produce cells.
+
+Stages timed: cp2 from ``Segmentation.timings`` (prepare, network, resize, masks); cellpose as
+``eval(compute_masks=False)`` (network incl. its preprocessing) and ``dynamics.compute_masks``
+on its own output (masks), plus the full ``eval`` (total). A cross-check also times cp2's
+``compute_masks`` on cellpose's network output (identical input to both mask stages).
+
+Allocator: cp2 tunes glibc malloc in-process (``tiling.tune_allocator``, what users get);
+cellpose runs with glibc defaults (what its users get) unless ``--same-allocator`` gives it
+the equivalent ``MALLOC_*_`` environment variables. Each side runs in its own process.
+
+Usage::
+
+    python benchmarks/bench_end_to_end.py --quick     # 512x512, 1 repeat
+    python benchmarks/bench_end_to_end.py             # 2048x2048, median of 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 31)}
+TRAIN = {"n_images": 8, "size": 256, "bsize": 64, "n_epochs": 40, "per_epoch": 64, "seed": 0}
+
+_CELLPOSE_SIDE = textwrap.dedent(
+    """
+    import json, sys, time
+    import numpy as np
+    import torch
+    from cellpose import dynamics, models
+    weights, folder = sys.argv[1], sys.argv[2]
+    repeats, threads = int(sys.argv[3]), int(sys.argv[4])
+    torch.set_num_threads(threads)
+    img = np.load(folder + "/image.npy")
+    kw = dict(diameter=30.0, channels=[0, 0], flow_threshold=0.4, cellprob_threshold=0.0,
+              min_size=15, batch_size=8)
+    m = models.CellposeModel(pretrained_model=weights, gpu=False)
+    m.eval(img[:256, :256], **kw)  # warm-up (numba JIT)
+    res = {"total": [], "network": [], "masks": []}
+    for _ in range(repeats):
+        t = time.perf_counter()
+        masks = m.eval(img, **kw)[0]
+        res["total"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        flows = m.eval(img, compute_masks=False, **kw)[1]
+        res["network"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        dynamics.compute_masks(flows[1], flows[2], niter=200, cellprob_threshold=0.0,
+                               flow_threshold=0.4, min_size=15, max_size_fraction=0.4)
+        res["masks"].append(time.perf_counter() - t)
+    np.savez(folder + "/cellpose.npz", masks=masks, dP=flows[1], cellprob=flows[2])
+    json.dump(res, open(folder + "/cellpose.json", "w"))
+    """
+)
+
+
+def _cache_path() -> Path:
+    key = "_".join(f"{k}{v}" for k, v in TRAIN.items())
+    return Path.home() / ".cache" / "cp2" / f"bench_end_to_end_weights_{key}"
+
+
+def trained_weights() -> Path:
+    """Train (once, then cached) a CPnet on synthetic cells with cp2's trainer."""
+    from cp2_engine.synthetic import touching_cells
+    from cp2_engine.train import TrainConfig, train
+
+    path = _cache_path()
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = [
+        touching_cells((TRAIN["size"],) * 2, diameter=30, seed=1000 + s)
+        for s in range(TRAIN["n_images"])
+    ]
+    cfg = TrainConfig(
+        mode="offline",
+        n_epochs=TRAIN["n_epochs"],
+        bsize=TRAIN["bsize"],
+        batch_size=8,
+        min_images_per_epoch=TRAIN["per_epoch"],
+        warmup_epochs=3,
+        learning_rate=0.2,
+        weight_decay=1e-5,
+        seed=TRAIN["seed"],
+        device="cpu",
+        save_every=TRAIN["n_epochs"],
+        test_every=TRAIN["n_epochs"],
+    )
+    print(f"training benchmark weights once ({cfg.n_epochs} epochs), cached at {path}")
+    t0 = time.perf_counter()
+    train(None, [d.image for d in data], [d.labels for d in data], config=cfg, save_path=path)
+    print(f"  trained in {time.perf_counter() - t0:.0f} s")
+    return path
+
+
+def _run_cp2(weights: Path, image: np.ndarray, repeats: int) -> tuple[dict, np.ndarray]:
+    from cp2_engine.model import Model
+
+    model = Model.load(weights, device="cpu")
+    model.segment(image[:256, :256], diameter=30.0)  # warm-up (numba JIT)
+    runs = []
+    for _ in range(repeats):
+        seg = model.segment(image, diameter=30.0)
+        runs.append(seg.timings)
+    stages = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    return stages, seg.masks
+
+
+def _run_cellpose(python: str, weights: Path, folder: Path, args) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    if args.same_allocator:
+        env.update(TUNED_MALLOC)
+    cmd = [python, "-c", _CELLPOSE_SIDE, str(weights), str(folder), str(args.repeats)]
+    subprocess.run([*cmd, str(args.threads)], check=True, env=env, capture_output=True)
+    times = json.loads((folder / "cellpose.json").read_text())
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _cross_check(folder: Path) -> tuple[float, np.ndarray]:
+    from cp2_engine.masks import compute_masks
+
+    ref = np.load(folder / "cellpose.npz")
+    t0 = time.perf_counter()
+    compute_masks(ref["dP"], ref["cellprob"])
+    return time.perf_counter() - t0, ref["masks"]
+
+
+def _report(cp2: dict, ref: dict, cross: float, masks: dict, truth: np.ndarray) -> float:
+    from cp2_engine.metrics import average_precision
+
+    print(f"\n{'stage':<34} {'cp2 s':>8} {'cellpose s':>11} {'speed-up':>9}")
+    rows = [
+        ("network (+ prepare/resize)", cp2["prepare"] + cp2["network"] + cp2.get("resize", 0.0)),
+        ("flows -> masks", cp2["masks"]),
+        ("total", cp2["total"]),
+    ]
+    for (label, ours), theirs in zip(rows, (ref["network"], ref["masks"], ref["total"])):
+        print(f"{label:<34} {ours:>8.2f} {theirs:>11.2f} {theirs / ours:>8.2f}x")
+    print(f"{'masks on cellpose output (cross)':<34} {cross:>8.2f} {ref['masks']:>11.2f} "
+          f"{ref['masks'] / cross:>8.2f}x")  # fmt: skip
+    n_true = int(truth.max())
+    for name, m in masks.items():
+        ap = average_precision(truth, m).ap[0]
+        print(f"{name}: {int(m.max())} masks (truth {n_true}), AP@0.5/0.75/0.9 = "
+              f"{ap[0]:.3f}/{ap[1]:.3f}/{ap[2]:.3f}")  # fmt: skip
+    agree = average_precision(masks["cellpose"], masks["cp2"]).ap[0, 0]
+    print(f"cp2 vs cellpose masks: AP@0.5 = {agree:.3f}")
+    return ref["total"] / cp2["total"]
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="512x512 image, 1 repeat")
+    parser.add_argument("--weights", type=Path, default=None, help="weights file to use")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--same-allocator", action="store_true", help="tuned malloc for cellpose")
+    args = parser.parse_args(argv)
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    import torch
+
+    from cp2_engine.synthetic import touching_cells
+
+    torch.set_num_threads(args.threads)
+    python = os.environ.get("CP2_CELLPOSE_PYTHON", str(REPO / ".venv-cellpose/bin/python"))
+    if not Path(python).exists():
+        print(f"reference cellpose venv not found at {python}: nothing to compare")
+        return 0
+    weights = args.weights or trained_weights()
+    size, n_cells = (512, 125) if args.quick else (2048, 2000)
+    sample = touching_cells((size, size), n_cells=n_cells, diameter=30, seed=0)
+    malloc = "tuned MALLOC_* env" if args.same_allocator else "glibc defaults"
+    print(f"image {size}x{size}, {int(sample.labels.max())} cells, weights {weights}, "
+          f"{args.threads} threads, median of {args.repeats}; cellpose allocator: {malloc}, "
+          "cp2: mallopt")  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        np.save(folder / "image.npy", sample.image)
+        ref = _run_cellpose(python, weights, folder, args)
+        cp2, cp2_masks = _run_cp2(weights, sample.image, args.repeats)
+        cross, ref_masks = _cross_check(folder)
+    ratio = _report(cp2, ref, cross, {"cp2": cp2_masks, "cellpose": ref_masks}, sample.labels)
+    print(
+        f"\nRESULT end-to-end speed-up (cellpose total / cp2 total): {ratio:.2f}x (target >= 2x)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
