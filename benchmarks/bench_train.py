@@ -57,7 +57,7 @@ for i in range(steps + 1):
     opt.step()
     if i:
         times.append(time.perf_counter() - t0)
-    losses.append(float(loss))
+    losses.append(float(loss.detach()))
 json.dump({"times": times, "losses": losses}, open(out, "w"))
 """
 
