@@ -274,11 +274,12 @@ def _resolve_segmenter(segmenter):
     """A model name/path is loaded once per worker process; objects are used as they are."""
     if not isinstance(segmenter, str):
         return segmenter
-    if segmenter not in _SEGMENTER_CACHE:
+    key = (segmenter, os.stat(segmenter).st_mtime_ns if os.path.exists(segmenter) else 0)
+    if key not in _SEGMENTER_CACHE:
         from .model import Model
 
-        _SEGMENTER_CACHE[segmenter] = Model.load(segmenter, device="cpu")
-    return _SEGMENTER_CACHE[segmenter]
+        _SEGMENTER_CACHE[key] = Model.load(segmenter, device="auto")
+    return _SEGMENTER_CACHE[key]
 
 
 def _write_chunk(grid, index, offsets, parts_dir, out_path):
@@ -454,16 +455,33 @@ def iter_segment_large(
 
 def segmenter_name(model) -> str:
     """A short, stable description of the segmenter, used to tell runs apart."""
-    return model if isinstance(model, str) else type(model).__name__
+    if isinstance(model, str):
+        return model
+    return f"{type(model).__name__}:{getattr(model, 'name', '')}"
+
+
+def _shippable_segmenter(model, parts_dir):
+    """What to send to the workers for ``model``.
+
+    A network model is saved once into the parts folder and sent as a path, which every worker
+    loads once (sending the object would pickle 26 MB of weights into every task; scattering it
+    would lose it when the workers that hold it die). Other segmenters travel with each task.
+    """
+    net = getattr(model, "net", None)
+    if isinstance(model, str) or net is None:
+        return model
+    from .weights import save_model
+
+    path = Path(parts_dir) / "model.pth"
+    save_model(net, path)
+    return str(path)
 
 
 def _run(client, arr, source, grid, model, diameter, channels, seg_kwargs, parts_dir, out):
     from distributed import as_completed
 
     kwargs = {"diameter": diameter, "channels": tuple(channels), **seg_kwargs}
-    # A model name/path is loaded once per worker. Objects travel with each task: scattering
-    # them instead would lose them when the workers that hold them die.
-    seg = model
+    seg = _shippable_segmenter(model, parts_dir)
     futures = {}
     for index in grid.indices():
         crop, core = grid.crop(*index), grid.core(*index)

@@ -216,3 +216,16 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path, client):
         img, model=SEGMENTER, diameter=DIAM, out=out, blocksize=128, cluster=client, overwrite=True
     )
     assert res.n_cells > 0
+
+
+def test_network_model_is_shipped_to_workers_as_a_file(tmp_path, client):
+    from cp2_engine.model import Model
+
+    model = Model.random(seed=0)
+    img = touching_cells((256, 256), diameter=30, seed=3).image
+    out = tmp_path / "labels.zarr"
+    res = segment_large(img, model=model, diameter=30, out=out, blocksize=128, cluster=client)
+    labels = zarr.open_array(str(out), mode="r")
+    assert labels.shape == (256, 256) and labels.dtype == np.uint32
+    assert res.n_cells == int(labels[:].max())
+    assert not Path(str(out) + ".cp2parts").exists()
