@@ -180,3 +180,11 @@ def test_config_validation():
     with pytest.raises(ValueError, match="tile_overlap"):
         SegmentConfig(tile_overlap=0.9)
     assert SegmentConfig(channels=[2, 1]).channels == (2, 1)
+
+
+def test_style_matches_segment_style(rng):
+    model = Model.random(seed=4)
+    image = rng.random((60, 60))
+    np.testing.assert_allclose(
+        model.style(image, diameter=20.0), model.segment(image, diameter=20.0).style, atol=1e-6
+    )

@@ -26,7 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, help="image files or folders of images")
     parser.add_argument("--model", required=True, help="model name or weights file")
     parser.add_argument(
-        "--diameter", type=float, default=None, help="cell diameter in px (default: estimate)"
+        "--diameter",
+        type=float,
+        default=None,
+        help="cell diameter in px (default: size-model estimate, else the model's diam_labels)",
     )
     parser.add_argument("--chan", type=int, default=0, help="channel to segment (0 = grey)")
     parser.add_argument("--chan2", type=int, default=0, help="nuclear channel (0 = none)")
