@@ -90,7 +90,13 @@ def _paint_cells(shape, centres, diameter, irregularity, rng):
     harmonics = (2, 3, 5)
     phases = rng.uniform(0, 2 * np.pi, size=(n, len(harmonics)))
     amps = irregularity * rng.uniform(0.0, 1.0, size=(n, len(harmonics))) / np.array([1, 2, 3])
-    radius = _irregular_radius(angles, base[owner], harmonics, phases[owner].T, amps[owner].T)
+    radius = _irregular_radius(
+        angles,
+        base[owner],
+        harmonics,
+        np.moveaxis(phases[owner], -1, 0),
+        np.moveaxis(amps[owner], -1, 0),
+    )
     inside = dist <= radius
     labels = np.where(inside, owner + 1, 0)
     return _keep_seed_component(labels, iy, ix)

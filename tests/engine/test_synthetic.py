@@ -58,3 +58,9 @@ def test_disks_do_not_touch():
     assert sample.labels.max() == 6
     grown = ndi.grey_dilation(sample.labels, size=3)
     assert np.all((grown == sample.labels) | (sample.labels == 0) | (grown == 0))
+
+
+def test_non_square_images_work():
+    sample = touching_cells((96, 112), diameter=20, seed=0, nucleus=True)
+    assert sample.labels.shape == (96, 112) and sample.image.shape == (96, 112, 2)
+    assert sample.labels.max() > 5
