@@ -28,7 +28,7 @@ _LANES = 4  # trajectories integrated side by side in one thread
 _CHUNK = 4096  # pixels per parallel task
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _bilinear(dp, c, yf, xf, yf1, xf1, fy, fx):  # pragma: no cover - numba
     # float32 fractions; (1 - f) and the sum in float64; y-only products stay float32. This is
     # the reference's exact evaluation order and precision, kept for bit-identical positions.
@@ -42,7 +42,7 @@ def _bilinear(dp, c, yf, xf, yf1, xf1, fy, fx):  # pragma: no cover - numba
     )
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _step(dp, py, px, hm1, wm1):  # pragma: no cover - numba
     """One Euler step from float32 position (py, px) with edge-clamped bilinear sampling."""
     h = dp.shape[1]
@@ -62,7 +62,7 @@ def _step(dp, py, px, hm1, wm1):  # pragma: no cover - numba
     return ny, nx
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _euler_chunk(dp, ys, xs, niter, out, start, end):  # pragma: no cover - numba
     """Integrate pixels start..end, ``_LANES`` independent trajectories interleaved (for ILP)."""
     hm1 = np.float32(dp.shape[1] - 1)
@@ -111,7 +111,7 @@ def _euler_chunk(dp, ys, xs, niter, out, start, end):  # pragma: no cover - numb
                 active -= 1
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _euler(dp, ys, xs, niter, out):  # pragma: no cover - numba
     n = ys.shape[0]
     n_chunks = (n + _CHUNK - 1) // _CHUNK
@@ -162,7 +162,7 @@ def follow_flows(dP: np.ndarray, mask: np.ndarray, *, niter: int = 200) -> np.nd
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _histogram(iy, ix, h, w):  # pragma: no cover - numba
     hist = np.zeros((h, w), np.int32)
     for q in range(iy.shape[0]):
@@ -170,7 +170,7 @@ def _histogram(iy, ix, h, w):  # pragma: no cover - numba
     return hist
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _find_seeds(hist, rad, min_count):  # pragma: no cover - numba
     """Bins with count > min_count that equal the maximum of their (2 rad + 1)^2 window."""
     h, w = hist.shape
@@ -190,7 +190,7 @@ def _find_seeds(hist, rad, min_count):  # pragma: no cover - numba
     return np.array(seeds, dtype=np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _grow_seeds(hist, seeds, steps, min_count):  # pragma: no cover - numba
     """Paint each seed's region (``steps`` 3x3 dilations inside bins > min_count), in order."""
     h, w = hist.shape

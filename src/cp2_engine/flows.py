@@ -68,7 +68,7 @@ def consecutive_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lab, ids[1:]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _label_table(lab, n):  # pragma: no cover - numba
     """Per-label counts, bounding boxes, coordinate sums and raster-ordered pixel lists."""
     h, w = lab.shape
@@ -105,7 +105,7 @@ def _label_table(lab, n):  # pragma: no cover - numba
     return counts, box, sums, offsets, pix
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _heat_box(inside, cy, cx, niter):  # pragma: no cover - numba
     """Jacobi heat diffusion on one padded box; ``inside`` is 1.0 on the mask, else 0.0."""
     bh, bw = inside.shape
@@ -131,7 +131,7 @@ def _heat_box(inside, cy, cx, niter):  # pragma: no cover - numba
     return t_cur
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _diffuse_masks(counts, box, sums, offsets, pix, out, dp, err, tol):  # pragma: no cover
     """Unit flows of every mask into a non-empty ``out``; with a non-empty ``dp`` also errors."""
     n = counts.shape[0] - 1

@@ -109,7 +109,7 @@ def remove_bad_flow_masks(
     return masks
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _hole_owners(masks, bg_comp, n_comp):  # pragma: no cover - numba
     """Label that encloses each background component (0: none, e.g. touches two labels)."""
     h, w = masks.shape
