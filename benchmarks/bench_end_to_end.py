@@ -42,7 +42,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 31)}
-TRAIN = {"n_images": 8, "size": 256, "crop": 96, "batch": 8, "steps": 300, "lr": 2e-3, "seed": 0}
+TRAIN = {"n_images": 8, "size": 256, "crop": 96, "batch": 8, "steps": 51, "lr": 2e-3, "seed": 0}
 
 _CELLPOSE_SIDE = textwrap.dedent(
     """
