@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -281,32 +280,8 @@ def open_project(folder, *, images: dict | None = None, initial_model: str = "cy
 
 
 def store_prediction(project, name: str, masks: np.ndarray, *, model: str) -> None:
-    """Record ``masks`` as the project's prediction of ``name`` (the base of its accounting).
-
-    Uses the project's documented layout (``predictions/<name>_pred.tif`` plus a JSON note of
-    the model), written atomically, exactly like ``HitlProject.predict`` does.
-    """
-    import json
-
-    import tifffile
-
-    folder = Path(project.folder) / "predictions"
-    folder.mkdir(parents=True, exist_ok=True)
-    dtype = np.uint32 if masks.max(initial=0) > np.iinfo(np.uint16).max else np.uint16
-    _atomic(folder / f"{name}_pred.tif", lambda p: tifffile.imwrite(p, masks.astype(dtype)))
-    note = json.dumps({"model": model, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    _atomic(folder / f"{name}_pred.json", lambda p: p.write_text(note))
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Record ``masks`` as the project's prediction of ``name`` (the base of its accounting)."""
+    project.set_prediction(name, masks, model=model)
 
 
 def accept_labels(project, name: str, labels: np.ndarray, *, overwrite: bool = True):

@@ -212,3 +212,21 @@ def test_multichannel_images_take_spatial_labels(tmp_path, rng):
     np.testing.assert_array_equal(proj.image("image_000"), first)
     with pytest.raises(ValueError, match="shape"):
         proj.accept("image_001", np.zeros((2, 48), np.uint16), overwrite=True)
+
+
+def test_set_prediction_checks_shape_and_feeds_the_accounting(tmp_path):
+    import numpy as np
+    import pytest
+
+    from cp2_engine.hitl import HitlProject
+
+    proj = HitlProject.create(tmp_path / "p", images=[np.ones((16, 16))], initial_model="scratch")
+    with pytest.raises(ValueError, match="must have shape"):
+        proj.set_prediction("image_000", np.zeros((8, 8), int), model="m")
+    pred = np.zeros((16, 16), int)
+    pred[2:6, 2:6] = 1
+    proj.set_prediction("image_000", pred, model="m")
+    corrected = pred.copy()
+    corrected[10:14, 10:14] = 2
+    acc = proj.accept("image_000", corrected)
+    assert (acc.n_accepted, acc.n_drawn) == (1, 1)

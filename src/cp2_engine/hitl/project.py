@@ -362,6 +362,9 @@ class HitlProject:
         }[kind]
         return self.folder / rel
 
+    def _spatial(self, name: str) -> tuple[int, int]:
+        return _spatial_shape(self._meta["images"][self.names.index(name)]["shape"])
+
     def image(self, name: str) -> np.ndarray:
         """The stored image ``name``."""
         self._check_name(name)
@@ -473,12 +476,33 @@ class HitlProject:
         model = self.load_model()
         segment_kwargs.setdefault("diameter", self.diameter)
         seg = model.segment(self.image(name), **segment_kwargs)
-        _write_tif(self._path("pred", name), _labels_dtype(np.asarray(seg.masks)))
+        self.set_prediction(name, seg.masks, model=self.current_model)
+        return seg
+
+    def set_prediction(self, name: str, masks, *, model: str | None) -> None:
+        """Store ``masks`` as the model's prediction of ``name`` (the base of its accounting).
+
+        For predictions made outside :meth:`predict` (e.g. by the napari plugin).
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> p = HitlProject.create(Path(tempfile.mkdtemp()), images=[np.ones((8, 8))],
+        ...                        initial_model="scratch")
+        >>> p.set_prediction("image_000", np.eye(8, dtype=int), model="m")
+        >>> int(p.prediction("image_000").max())
+        1
+        """
+        self._check_name(name)
+        masks = np.asarray(masks)
+        shape = self._spatial(name)
+        if masks.shape != shape:
+            raise ValueError(f"prediction of {name!r} must have shape {shape}, got {masks.shape}")
+        _write_tif(self._path("pred", name), _labels_dtype(masks))
         _write_json(
             self.folder / "predictions" / f"{name}_pred.json",
-            {"model": self.current_model, "created": _now()},
+            {"model": model, "created": _now()},
         )
-        return seg
 
     def _account(self, name: str, labels: np.ndarray) -> RoiAccounting:
         pred = self.prediction(name)
@@ -508,7 +532,7 @@ class HitlProject:
         """
         self._check_name(name)
         labels = check_labels(corrected_labels, name="corrected_labels")
-        shape = _spatial_shape(self._meta["images"][self.names.index(name)]["shape"])
+        shape = self._spatial(name)
         if labels.shape != shape:
             raise ValueError(f"corrected_labels shape {labels.shape} != image {name!r} {shape}")
         if self.is_accepted(name):
