@@ -77,6 +77,9 @@ class SegmentConfig:
         Invert the image intensities (``1 - x`` after normalisation).
     bf16 : bool
         Run the network in bfloat16 autocast (faster on CPUs with AVX-512 BF16; small error).
+    channels_last : bool
+        Run the network in the channels-last memory format (same values; converts the model's
+        weights in place once). With ``bf16`` about 2x faster on an AVX-512 BF16 CPU.
     device : str
         Torch device used by the command line to load a model ("auto", "cpu", "cuda", "mps").
         ``Model.segment`` always runs on the device its model was loaded on.
@@ -104,6 +107,7 @@ class SegmentConfig:
     normalize: bool = True
     invert: bool = False
     bf16: bool = False
+    channels_last: bool = False
     device: str = "auto"
 
     def __post_init__(self) -> None:

@@ -268,6 +268,7 @@ class Model:
             augment=config.augment,
             device=self.device,
             bf16=config.bf16,
+            channels_last=config.channels_last,
         )
 
     def _default_diameter(self) -> float:
