@@ -107,7 +107,7 @@ def taper_mask(ty: int, tx: int, *, bsize: int = 224) -> np.ndarray:
     --------
     >>> m = taper_mask(224, 224)
     >>> round(float(m[112, 112]), 3), round(float(m[112, 0]), 3)
-    (1.0, 0.068)
+    (1.0, 0.069)
     """
     size = max(bsize, ty, tx)
     dist = np.abs(np.arange(size) - (size - 1) / 2.0)
