@@ -7,14 +7,18 @@ How it works (see ``docs/large_images.md``):
    from the zarr/TIFF file, and segments that crop.
 2. A cell belongs to the block whose core holds the cell's centroid, measured on the cell's full
    extent in the crop. Because the context is at least twice the diameter, the cell is whole in
-   that crop, so every cell is judged by its real extent and cut by no border. Each block keeps
-   only the cells it owns and writes them to its own part array (no two tasks write the same
-   zarr chunk). Finished blocks are marked, so a re-run skips them.
-3. The driver adds up the number of cells per block (one integer per block) to give every block
-   an id offset, so ids are globally unique and consecutive.
-4. One task per output chunk (= core) assembles the cells owned by its block and by the up to 8
-   neighbouring blocks that spill into it, and writes the chunk. Where two blocks' cells overlap
-   (they were predicted from different crops), the pixel goes to the owning block listed first.
+   that crop, so every cell is judged by its real extent and cut by no border. The core is widened
+   by a quarter diameter when claiming cells, so a cell whose predicted centroid moves a little
+   between two blocks' crops is claimed by both rather than by neither. Each block writes only
+   the cells it claims to its own part array (no two tasks write the same zarr chunk) and marks
+   itself finished, so a re-run skips it.
+3. One task per pair of neighbouring blocks finds the cells both claimed (overlap above half of
+   the smaller cell) and drops the copy of the block that comes later in row order.
+4. The driver adds up the number of kept cells per block (one integer per block) to give every
+   block an id offset, so ids are globally unique and consecutive.
+5. One task per output chunk (= core) assembles the kept cells of its block and of the up to 8
+   neighbouring blocks that spill into it, and writes the chunk. Where two distinct cells overlap
+   by a few pixels, the pixel goes to the block listed first (the chunk's own, then row order).
 
 The driver never holds the image or the label array; workers hold one crop at a time.
 """
@@ -36,6 +40,7 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 PARTS_SUFFIX = ".cp2parts"
+OWNERSHIP_MARGIN = 0.25  # x diameter: widening of a block's core when it claims cells
 
 
 @dataclass(frozen=True)
@@ -190,8 +195,14 @@ def _check_geometry(shape, blocksize, overlap, diameter):
         )
 
 
-def owned_cells(masks: np.ndarray, crop: tuple[slice, slice], core: tuple[slice, slice]):
+def owned_cells(
+    masks: np.ndarray, crop: tuple[slice, slice], core: tuple[slice, slice], *, margin: float = 0
+):
     """Keep the cells of a crop whose centroid lies in the core, renumbered 1..n.
+
+    With ``margin > 0`` the core is widened by ``margin`` pixels on every side, so a cell whose
+    centroid moved a little between two blocks' predictions is kept by both (and the duplicate
+    is resolved later, see :func:`duplicate_cells`) rather than by neither.
 
     Parameters
     ----------
@@ -199,6 +210,8 @@ def owned_cells(masks: np.ndarray, crop: tuple[slice, slice], core: tuple[slice,
         Labels of the crop.
     crop, core : tuple of slice
         Where the crop and the core lie in the whole image.
+    margin : float
+        Widening of the core, in pixels.
 
     Returns
     -------
@@ -225,10 +238,10 @@ def owned_cells(masks: np.ndarray, crop: tuple[slice, slice], core: tuple[slice,
     cx = np.bincount(flat, weights=xx, minlength=nlab + 1) / np.maximum(counts, 1) + crop[1].start
     keep = (
         (counts > 0)
-        & (cy >= core[0].start)
-        & (cy < core[0].stop)
-        & (cx >= core[1].start)
-        & (cx < core[1].stop)
+        & (cy >= core[0].start - margin)
+        & (cy < core[0].stop + margin)
+        & (cx >= core[1].start - margin)
+        & (cx < core[1].stop + margin)
     )
     keep[0] = False
     lut = np.zeros(nlab + 1, np.uint32)
@@ -246,7 +259,7 @@ def _block_source(client, source, arr, crop):
     return client.compute(arr[crop])
 
 
-def _segment_block(block_src, crop, core, segmenter, kwargs, part_path):
+def _segment_block(block_src, crop, core, segmenter, kwargs, part_path, margin):
     """Worker task: segment one crop, keep the owned cells, write them to the block's part."""
     import zarr
 
@@ -260,10 +273,11 @@ def _segment_block(block_src, crop, core, segmenter, kwargs, part_path):
     else:  # the crop itself
         image = np.asarray(block_src)
     seg = _resolve_segmenter(segmenter).segment(image, **kwargs)
-    owned, n = owned_cells(seg.masks, crop, core)
+    owned, n = owned_cells(seg.masks, crop, core, margin=margin)
     part = zarr.open_array(part_path, mode="r+")
     part[...] = owned
-    part.attrs.update({"n_cells": n, "done": True})
+    areas = np.bincount(owned.ravel(), minlength=n + 1)[1:]
+    part.attrs.update({"n_cells": n, "areas": areas.tolist(), "done": True})
     return n, False
 
 
@@ -282,7 +296,67 @@ def _resolve_segmenter(segmenter):
     return _SEGMENTER_CACHE[key]
 
 
-def _write_chunk(grid, index, offsets, parts_dir, out_path):
+def duplicate_cells(part_a: np.ndarray, part_b: np.ndarray, areas_a, areas_b, *, min_fraction=0.5):
+    """Local ids of ``part_b``'s cells that duplicate a cell of ``part_a``.
+
+    Two cells are the same cell predicted twice when their overlap covers more than
+    ``min_fraction`` of the smaller one (neighbouring, distinct cells share at most a border).
+
+    Parameters
+    ----------
+    part_a, part_b : ndarray
+        Owned-cell labels of two blocks over the same region (where their crops intersect).
+    areas_a, areas_b : sequence of int
+        Full areas of the owned cells (index ``i`` for local id ``i + 1``).
+
+    Returns
+    -------
+    ndarray of int
+        Sorted local ids of ``part_b`` to drop.
+
+    Examples
+    --------
+    >>> a = np.zeros((6, 6), int); a[1:4, 1:4] = 1
+    >>> b = np.zeros((6, 6), int); b[1:4, 2:5] = 1
+    >>> duplicate_cells(a, b, [9], [9]).tolist()
+    [1]
+    """
+    both = (part_a > 0) & (part_b > 0)
+    if not both.any():
+        return np.zeros(0, np.int64)
+    pairs, overlap = np.unique(
+        np.stack([part_a[both], part_b[both]]).astype(np.int64), axis=1, return_counts=True
+    )
+    smaller = np.minimum(np.asarray(areas_a)[pairs[0] - 1], np.asarray(areas_b)[pairs[1] - 1])
+    return np.unique(pairs[1][overlap > min_fraction * smaller])
+
+
+def _pair_duplicates(grid, a, b, parts_dir):
+    """Worker task: ids of block ``b``'s cells that duplicate block ``a``'s (a comes first)."""
+    import zarr
+
+    crop_a, crop_b = grid.crop(*a), grid.crop(*b)
+    inter = [slice(max(x.start, y.start), min(x.stop, y.stop)) for x, y in zip(crop_a, crop_b)]
+    parts = [zarr.open_array(_part_path(parts_dir, i), mode="r") for i in (a, b)]
+    regions = [
+        p[tuple(slice(s.start - c.start, s.stop - c.start) for s, c in zip(inter, crop))]
+        for p, crop in zip(parts, (crop_a, crop_b))
+    ]
+    areas = [p.attrs["areas"] for p in parts]
+    return b, duplicate_cells(regions[0], regions[1], areas[0], areas[1])
+
+
+def _relabel_table(n_cells: int, dropped, offset: int) -> np.ndarray:
+    """Local id -> global id (0 for dropped duplicates), consecutive from ``offset + 1``."""
+    keep = np.ones(n_cells + 1, bool)
+    keep[0] = False
+    keep[np.asarray(dropped, np.int64)] = False
+    lut = np.zeros(n_cells + 1, np.uint32)
+    lut[keep] = offset + np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
+    return lut
+
+
+def _write_chunk(grid, index, tables, parts_dir, out_path):
     """Worker task: assemble one output chunk from the owning block and its neighbours."""
     import zarr
 
@@ -302,10 +376,12 @@ def _write_chunk(grid, index, offsets, parts_dir, out_path):
         dst = tuple(
             slice(s.start - k.start, s.stop - k.start) for s, k in zip(inter, core, strict=True)
         )
-        part = zarr.open_array(_part_path(parts_dir, nb), mode="r")[src]
+        part = _relabel_table(*tables[nb])[
+            zarr.open_array(_part_path(parts_dir, nb), mode="r")[src]
+        ]
         region = chunk[dst]
         free = (region == 0) & (part > 0)
-        region[free] = part[free] + np.uint32(offsets[nb])
+        region[free] = part[free]
     out = zarr.open_array(out_path, mode="r+")
     out[core] = chunk
     return index
@@ -477,11 +553,32 @@ def _shippable_segmenter(model, parts_dir):
     return str(path)
 
 
+def _find_duplicates(client, grid, parts_dir):
+    """Run the duplicate check on every pair of neighbouring blocks; {block: dropped ids}."""
+    from distributed import as_completed
+
+    pairs = [(a, b) for a in grid.indices() for b in grid.neighbours(*a)[1:] if a < b]
+    futures = [
+        client.submit(_pair_duplicates, grid, a, b, str(parts_dir), retries=2, pure=False)
+        for a, b in pairs
+    ]
+    dropped: dict = {}
+    for fut in as_completed(futures):
+        b, ids = fut.result()
+        dropped[b] = sorted(set(dropped.get(b, [])) | {int(i) for i in ids})
+    if any(dropped.values()):
+        logger.info(
+            "dropped %d duplicate cells seen by two blocks", sum(map(len, dropped.values()))
+        )
+    return dropped
+
+
 def _run(client, arr, source, grid, model, diameter, channels, seg_kwargs, parts_dir, out):
     from distributed import as_completed
 
     kwargs = {"diameter": diameter, "channels": tuple(channels), **seg_kwargs}
     seg = _shippable_segmenter(model, parts_dir)
+    margin = OWNERSHIP_MARGIN * diameter
     futures = {}
     for index in grid.indices():
         crop, core = grid.crop(*index), grid.core(*index)
@@ -493,6 +590,7 @@ def _run(client, arr, source, grid, model, diameter, channels, seg_kwargs, parts
             seg,
             kwargs,
             _part_path(parts_dir, index),
+            margin,
             retries=2,
             pure=False,
             key=f"cp2-block-{index[0]}-{index[1]}-{time.time_ns()}",
@@ -508,16 +606,17 @@ def _run(client, arr, source, grid, model, diameter, channels, seg_kwargs, parts
             yield BlockDone(futures[fut], n, done, len(futures), was_done)
     finally:
         client.cancel(list(futures))
-    offsets, total = {}, 0
+    dropped = _find_duplicates(client, grid, parts_dir)
+    tables, total = {}, 0
     for index in grid.indices():
-        offsets[index] = total
-        total += counts[index]
+        tables[index] = (counts[index], dropped.get(index, []), total)
+        total += counts[index] - len(dropped.get(index, []))
     writes = [
         client.submit(
             _write_chunk,
             grid,
             index,
-            {nb: offsets[nb] for nb in grid.neighbours(*index)},
+            {nb: tables[nb] for nb in grid.neighbours(*index)},
             str(parts_dir),
             str(out),
             retries=2,

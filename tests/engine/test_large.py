@@ -229,3 +229,19 @@ def test_network_model_is_shipped_to_workers_as_a_file(tmp_path, client):
     assert labels.shape == (256, 256) and labels.dtype == np.uint32
     assert res.n_cells == int(labels[:].max())
     assert not Path(str(out) + ".cp2parts").exists()
+
+
+def test_a_cell_seen_by_two_blocks_is_kept_once():
+    from cp2_engine.large import duplicate_cells
+
+    a = np.zeros((20, 20), np.uint32)
+    b = np.zeros((20, 20), np.uint32)
+    a[2:10, 2:10] = 1  # the same cell, predicted slightly differently by two blocks
+    b[3:11, 2:10] = 1
+    a[12:18, 2:8] = 2  # two distinct neighbours sharing one column of pixels
+    b[12:18, 7:13] = 2
+    assert duplicate_cells(a, b, [64, 36], [64, 36]).tolist() == [1]
+    _, n = owned_cells(
+        a.astype(int), (slice(0, 20), slice(0, 20)), (slice(0, 10), slice(7, 20)), margin=2
+    )
+    assert n == 1  # the first cell's centroid (5.5, 5.5) is within 2 px of the core
