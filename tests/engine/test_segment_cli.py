@@ -20,7 +20,7 @@ def setup(tmp_path):
     images = tmp_path / "images"
     images.mkdir()
     for seed in (1, 2):
-        cells = touching_cells((72, 72), diameter=20, seed=seed)  # square: see report
+        cells = touching_cells((72, 72), diameter=20, seed=seed)
         tifffile.imwrite(images / f"img{seed}.tif", cells.image)
     return model_path, images, tmp_path / "out"
 
