@@ -482,6 +482,32 @@ def _plot_losses(losses, test_losses, path: Path) -> None:
     _atomic_save(fig, path, lambda f, fh: f.savefig(fh, format="png"))
 
 
+def preload() -> None:
+    """Import and initialise the lazily loaded parts of torch and matplotlib that training uses.
+
+    The first optimizer step imports a large part of torch (and sympy), the first loss plot
+    initialises matplotlib, and the first labels-to-flows call loads numba kernels; each holds the
+    GIL for a fraction of a second or more. A GUI calls this once on its
+    main thread (e.g. when the training widget is built), so a training worker thread started
+    later never stalls the event loop.
+
+    Examples
+    --------
+    >>> preload()
+    """
+    from .flows import masks_to_flows
+
+    square = np.zeros((8, 8), np.int32)
+    square[2:6, 2:6] = 1
+    masks_to_flows(square)
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=0.1, momentum=0.9, weight_decay=1e-4)
+    (param * 2).sum().backward()
+    opt.step()
+    with tempfile.TemporaryDirectory() as tmp:
+        _plot_losses([1.0, 0.5], [(1, 0.7)], Path(tmp) / "warmup.png")
+
+
 def _append_log(path: Path, record: dict) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")

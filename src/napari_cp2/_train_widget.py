@@ -91,6 +91,7 @@ class TrainWidget(Container):
         self.extra_config: dict = {}
         self._build()
         self._ws.image_accepted.connect(lambda _name: self.refresh())
+        jobs.preload_training()
 
     def _build(self) -> None:
         self._folder = _w(FileEdit(mode="d"), "project")

@@ -284,6 +284,14 @@ def store_prediction(project, name: str, masks: np.ndarray, *, model: str) -> No
     project.set_prediction(name, masks, model=model)
 
 
+def preload_training() -> None:
+    """Load the lazily imported parts of the training stack on the calling (main) thread, so the
+    retraining worker never holds the GIL for imports while the event loop waits."""
+    from cp2_engine.train import preload
+
+    preload()
+
+
 def accept_labels(project, name: str, labels: np.ndarray, *, overwrite: bool = True):
     """Hand corrected labels to the project; returns its ROI accounting."""
     return project.accept(name, labels, overwrite=overwrite)

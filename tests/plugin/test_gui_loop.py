@@ -160,9 +160,9 @@ def test_full_loop(make_napari_viewer, qtbot, tmp_path, tiny_cells, model_file, 
     )
     # the timer runs over the retraining AND the threaded re-segmentation of the next image
     ticks = _record_gaps(qtbot, lambda: "img_b_cp2_masks" in viewer.layers)
-    # responsiveness is judged while the retraining worker trains (from its TrainStarted event
-    # until its result arrives); see docs/napari.md for the stall seen in data preparation
-    gap, n_ticks = _max_gap(ticks[ticks > started[0]], before=task.finished_at)
+    # responsiveness is judged over the whole retraining run, from Retrain until its result
+    assert started, "the retraining worker never reported TrainStarted"
+    gap, n_ticks = _max_gap(ticks, before=task.finished_at)
     assert not any(sev == "error" for sev, _ in notes), notes
     assert tr.last_record is not None and tr.last_record.round == 1
     new_model = str(folder / tr.last_record.model)
