@@ -144,6 +144,9 @@ class Model:
     def load(cls, name_or_path: str | os.PathLike, *, device="auto") -> Model:
         """Load a model by registered name or weights-file path (no downloads).
 
+        ``"zoo:<folder>"`` loads a model zoo (:class:`cp2_engine.zoo.routing.ZooModel`), which
+        routes each image to its specialist.
+
         The size model is the registry's ``size_*.npy``/``<weights>_size.npy`` match, if any.
 
         Raises
@@ -162,6 +165,10 @@ class Model:
         >>> Model.load(p, device="cpu").name
         'm'
         """
+        if str(name_or_path).startswith("zoo:"):
+            from .zoo.routing import ZooModel
+
+            return ZooModel.load(name_or_path, device=device)
         from .registry import find_model
         from .size_model import SizeModel
         from .weights import build_net_from_state, load_state_dict

@@ -245,3 +245,21 @@ def test_a_cell_seen_by_two_blocks_is_kept_once():
         a.astype(int), (slice(0, 20), slice(0, 20)), (slice(0, 10), slice(7, 20)), margin=2
     )
     assert n == 1  # the first cell's centroid (5.5, 5.5) is within 2 px of the core
+
+
+def test_cli_segments_a_zarr_into_a_zarr(tmp_path):
+    from cp2_engine.cli import main
+    from cp2_engine.model import Model
+    from cp2_engine.weights import save_model
+
+    weights = tmp_path / "random_model"
+    save_model(Model.random(seed=0).net, weights)
+    img = touching_cells((256, 256), diameter=30, seed=3).image
+    zarr.create_array(str(tmp_path / "img.zarr"), data=img, chunks=(100, 100))
+    out = tmp_path / "labels.zarr"
+    args = ["segment", str(tmp_path / "img.zarr"), "--out", str(out), "--model", str(weights)]
+    args += ["--diameter", "30", "--blocksize", "128", "--workers", "1"]
+    assert main(args) == 0
+    assert zarr.open_array(str(out), mode="r").shape == (256, 256)
+    assert main(args) == 2  # the output exists now: refused without --overwrite
+    assert main([*args[:-4], "--blocksize", "128"]) == 2  # no --diameter: a clear error

@@ -188,3 +188,12 @@ def test_style_matches_segment_style(rng):
     np.testing.assert_allclose(
         model.style(image, diameter=20.0), model.segment(image, diameter=20.0).style, atol=1e-6
     )
+
+
+def test_zoo_prefix_is_dispatched_to_the_zoo_loader(tmp_path):
+    import pytest
+
+    from cp2_engine.model import Model
+
+    with pytest.raises(FileNotFoundError, match="zoo"):
+        Model.load(f"zoo:{tmp_path / 'no_such_zoo'}")

@@ -44,6 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-rois", action="store_true", help="also write ImageJ ROIs (zip)")
     parser.add_argument("--no-npy", action="store_true", help="do not write <name>_seg.npy")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    large = parser.add_argument_group(
+        "large images", "used when the input or --out is a .zarr (see docs/large_images.md)"
+    )
+    large.add_argument("--blocksize", type=int, default=2048, help="block side in pixels")
+    large.add_argument("--overlap", type=int, default=None, help="context (default 2 x diameter)")
+    large.add_argument(
+        "--scheduler", default=None, help="dask scheduler address (default: a LocalCluster)"
+    )
+    large.add_argument("--workers", type=int, default=2, help="workers of the LocalCluster")
 
 
 def _expand(paths: list[Path]) -> list[Path]:
@@ -137,6 +146,56 @@ def _config(args: argparse.Namespace):
     )
 
 
+def _is_large(args: argparse.Namespace) -> bool:
+    zarr_in = any(p.suffix == ".zarr" for p in args.paths)
+    return zarr_in or (args.out is not None and args.out.suffix == ".zarr")
+
+
+def _run_large(args: argparse.Namespace) -> int:
+    """Segment one large image block by block on dask.distributed into a zarr array."""
+    from tqdm import tqdm
+
+    from ..large import iter_segment_large
+
+    if len(args.paths) != 1 or args.out is None or args.out.suffix != ".zarr":
+        raise ValueError("large images: give one input image and --out LABELS.zarr")
+    if args.diameter is None:
+        raise ValueError("large images: --diameter is required (it sets the block context)")
+    gen = iter_segment_large(
+        str(args.paths[0]),
+        model=args.model,
+        diameter=args.diameter,
+        out=args.out,
+        blocksize=args.blocksize,
+        overlap=args.overlap,
+        cluster=args.scheduler,
+        channels=(args.chan, args.chan2),
+        overwrite=args.overwrite,
+        n_workers=args.workers,
+        segment_kwargs={
+            "flow_threshold": args.flow_threshold,
+            "cellprob_threshold": args.cellprob_threshold,
+            "min_size": args.min_size,
+        },
+    )
+    with tqdm(unit="block", desc="cp2 segment (blocks)") as bar:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                result = stop.value
+                break
+            bar.total = event.total
+            bar.set_description(f"cp2 segment ({type(event).__name__})")
+            bar.n = event.done
+            bar.refresh()
+    print(
+        f"{args.paths[0]}: {result.n_cells} cells in {result.n_blocks} blocks "
+        f"({result.n_blocks_skipped} already done) in {result.elapsed:.1f} s -> {result.out}"
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Segment every image and write the outputs; print one line per image."""
     from tqdm import tqdm
@@ -144,6 +203,8 @@ def run(args: argparse.Namespace) -> int:
     from .. import io
     from ..model import Model
 
+    if _is_large(args):
+        return _run_large(args)
     config = _config(args)
     images = _expand(args.paths)
     _check_outputs(images, args)
