@@ -9,17 +9,20 @@ cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
 PIP_FLAGS=(-q --disable-pip-version-check)
 
+# pip warns once per package about this machine's local index folders; keep the log readable.
+pip_install() { "$1/bin/pip" install "${PIP_FLAGS[@]}" "${@:2}" 2>&1 | { grep -v "is ignored: it is neither" || true; }; }
+
 stamp_ok() { [ -f "$VENV/.cp2-$1" ] && [ "$VENV/.cp2-$1" -nt pyproject.toml ] && [ "$VENV/.cp2-$1" -nt scripts/setup.sh ]; }
 
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 if ! stamp_ok "$mode"; then
-    "$VENV/bin/pip" install "${PIP_FLAGS[@]}" torch==2.13.0
+    pip_install "$VENV" torch==2.13.0
     if [ "$mode" = "test" ]; then
-        "$VENV/bin/pip" install "${PIP_FLAGS[@]}" -c scripts/constraints.txt -e ".[napari,dev]"
+        pip_install "$VENV" -c scripts/constraints.txt -e ".[napari,dev]"
     else
-        "$VENV/bin/pip" install "${PIP_FLAGS[@]}" -c scripts/constraints.txt -e .
+        pip_install "$VENV" -c scripts/constraints.txt -e .
     fi
     touch "$VENV/.cp2-$mode"
 fi
@@ -37,7 +40,7 @@ if [ "$mode" = "test" ]; then
     CPV=.venv-cellpose
     if [ ! -f "$CPV/.cp2-ok" ]; then
         python3 -m venv "$CPV"
-        if "$CPV/bin/pip" install "${PIP_FLAGS[@]}" torch==2.13.0 "cellpose==3.1.1.3"; then
+        if pip_install "$CPV" torch==2.13.0 "cellpose==3.1.1.3"; then
             touch "$CPV/.cp2-ok"
         else
             echo "setup: could not install cellpose 3.1.1.3; parity tests will skip" >&2
