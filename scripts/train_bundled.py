@@ -57,6 +57,7 @@ from cp2_engine.transforms import convert_image, resize_image
 REPO = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO / "src" / "cp2_engine" / "models"
 DEFAULT_DATA = Path("/work/shared/datasets")
+AUTO_MAX = 4  # images per type validated with the size model's diameter (CPU time)
 logger = logging.getLogger("train_bundled")
 
 
@@ -336,7 +337,7 @@ def _data_record(recipe: dict) -> list[dict]:
 
 def install(
     recipe: dict, recipe_path: Path, out: Path, root: Path, *, which: str = "ema",
-    models_dir: Path = MODELS_DIR,
+    models_dir: Path = MODELS_DIR, max_per_type: int | None = None,
 ) -> None:  # fmt: skip
     """Export the checkpoint as float16 weights + size model + sidecar into the package."""
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -357,8 +358,9 @@ def install(
     size_seconds = time.perf_counter() - t0
     model = Model.from_net(net, size_model=size_model, name=recipe["name"])
     validation = {}
-    for mode in ("gt", "auto"):
-        records = evaluate(model, recipe, root=root, diameter=mode)
+    limits = {"gt": max_per_type, "auto": min(max_per_type or AUTO_MAX, AUTO_MAX)}
+    for mode, limit in limits.items():
+        records = evaluate(model, recipe, root=root, diameter=mode, max_per_type=limit)
         validation[f"diameter_{mode}"] = summarise(records)
         logger.info("validation (diameter=%s): %s", mode, validation[f"diameter_{mode}"]["all"])
     cfg = recipe["train"]
@@ -381,6 +383,10 @@ def install(
             "hardware": "2 shared CPU cores (AMD EPYC, AVX-512 BF16), no GPU",
         },
         "validation": validation,
+        "validation_note": "mean AP over validation images; diameter_gt = annotated median "
+        "diameter given, diameter_auto = size-model estimate"
+        + (f"; gt: at most {max_per_type} images per type" if max_per_type else "")
+        + f"; auto: at most {limits['auto']} images per type (CPU time)",
     }  # fmt: skip
     models_dir.mkdir(parents=True, exist_ok=True)
     dest = models_dir / recipe["name"]
@@ -398,21 +404,33 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared datasets root")
     parser.add_argument("--steps", type=int, help="override the recipe's number of steps")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prepare-only", action="store_true", help="only build the data cache")
     parser.add_argument("--install", action="store_true", help="export into the package")
     parser.add_argument("--export", choices=("ema", "raw"), default="ema")
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR, help="install target")
+    parser.add_argument("--export-to", type=Path, help="only write the exported weights here")
+    parser.add_argument("--max-per-type", type=int, help="validate on at most N images per type")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe)
-    if args.steps:
+    if args.steps is not None:
         recipe["train"]["steps"] = args.steps
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.export_to:
+        from cp2_engine.weights import save_model
+
+        ckpt = torch.load(args.out / "train.ckpt", map_location="cpu", weights_only=False)
+        save_model(exported_net(ckpt, recipe, which=args.export), args.export_to,
+                   metadata={"training": {"steps": ckpt["step"]}})  # fmt: skip
+        return 0
     if args.install:
         install(recipe, args.recipe, args.out, args.data, which=args.export,
-                models_dir=args.models_dir)  # fmt: skip
+                models_dir=args.models_dir, max_per_type=args.max_per_type)  # fmt: skip
         return 0
     items = prepare_data(recipe, args.data, args.out / "data.pt")
+    if args.prepare_only:
+        return 0
     train_steps(items, recipe, args.out)
     return 0
 
