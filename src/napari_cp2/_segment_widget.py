@@ -116,7 +116,8 @@ class SegmentWidget(Container):
             logger.warning("cp2: model registry unavailable: %s", err)
             choices = []
         choices += jobs.project_model_choices(self._ws.project)
-        choices += [(key, key) for key in self._ws.extra_models if key not in dict(choices)]
+        known = dict(choices)
+        choices += [(jobs.model_label(k), k) for k in self._ws.extra_models if k not in known]
         return [*choices, (FILE_CHOICE, FILE_CHOICE)]
 
     # ------------------------------------------------------------------------ helpers
@@ -129,6 +130,16 @@ class SegmentWidget(Container):
             small = [i for i, n in enumerate(layer.data.shape) if n <= 4]
             axis = labels.index("c") if "c" in labels else (small[0] if small else -1)
         self._channel_axis.value = axis
+
+    def add_zoo(self, folder) -> str | None:
+        """Offer the model zoo in ``folder`` as "auto (zoo: name)"; returns its key or None."""
+        try:
+            key = jobs.check_zoo(folder)
+        except (FileNotFoundError, ValueError) as err:
+            show_error(str(err))
+            return None
+        self._ws.add_model(key)
+        return key
 
     def _on_model_added(self, key: str) -> None:
         self._model.reset_choices()
@@ -144,7 +155,7 @@ class SegmentWidget(Container):
             path = self._model_file.value
             if not path or not str(path).strip() or str(path) == ".":
                 return None
-            return str(path)
+            return jobs.model_key_for_path(path)
         return key
 
     def _engine_image(self, layer):
@@ -254,6 +265,9 @@ class SegmentWidget(Container):
         self._ws.set_prediction(name, np.asarray(self._viewer.layers[name].data))
         self._record_in_project(layer.name, name, key)
         self._status.value = f"{int(seg.masks.max())} ROIs"
+        route = getattr(seg, "route", None)
+        if route is not None:  # a zoo routed this image to one of its specialists
+            self._status.value += f" · routed to {route.model_name}: {route.reason}"
         show_info(
             message("segmented", n=int(seg.masks.max()), name=layer.name, diameter=seg.diameter)
         )

@@ -208,6 +208,35 @@ def model_choices() -> list[tuple[str, str]]:
     return [(f"{spec.name} ({spec.source})", spec.name) for spec in list_models()]
 
 
+ZOO_PREFIX = "zoo:"
+
+
+def model_label(key: str) -> str:
+    """How a model key is shown: zoos as "auto (zoo: <folder name>)", others as they are."""
+    if key.startswith(ZOO_PREFIX):
+        return f"auto (zoo: {Path(key[len(ZOO_PREFIX) :]).name})"
+    return key
+
+
+def model_key_for_path(path) -> str:
+    """The model key of a chosen file: a zoo's ``zoo.json`` (or folder) selects the zoo router."""
+    path = Path(path)
+    if path.name == "zoo.json" or (path.is_dir() and (path / "zoo.json").is_file()):
+        return ZOO_PREFIX + str(path.parent if path.name == "zoo.json" else path)
+    return str(path)
+
+
+def check_zoo(folder) -> str:
+    """Validate the zoo in ``folder`` (every model file present) and return its model key."""
+    from cp2_engine.zoo.store import load_zoo
+
+    key = model_key_for_path(folder)
+    if not key.startswith(ZOO_PREFIX):
+        raise ValueError(f"{folder} is not a cp2 model zoo (expected a folder with zoo.json)")
+    load_zoo(key[len(ZOO_PREFIX) :])
+    return key
+
+
 def project_model_choices(project) -> list[tuple[str, str]]:
     """(label, path) of the models trained in ``project``, newest last."""
     if project is None:

@@ -25,3 +25,18 @@ def model_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "random_cp2"
     weights.save_model(model_mod.Model.random(seed=0, diam_mean=16.0).net, path)
     return path
+
+
+@pytest.fixture
+def notes():
+    """Collect napari notifications as (severity, message) while the test runs."""
+    from napari.utils.notifications import notification_manager
+
+    seen: list[tuple[str, str]] = []
+
+    def grab(event):
+        seen.append((str(event.severity), event.message))
+
+    notification_manager.notification_ready.connect(grab)
+    yield seen
+    notification_manager.notification_ready.disconnect(grab)

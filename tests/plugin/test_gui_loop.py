@@ -13,21 +13,6 @@ pytestmark = pytest.mark.gui
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test_artifacts"
 
 
-@pytest.fixture
-def notes():
-    """Collect napari notifications as (severity, message) while the test runs."""
-    from napari.utils.notifications import notification_manager
-
-    seen: list[tuple[str, str]] = []
-
-    def grab(event):
-        seen.append((str(event.severity), event.message))
-
-    notification_manager.notification_ready.connect(grab)
-    yield seen
-    notification_manager.notification_ready.disconnect(grab)
-
-
 def _widgets(viewer, ws, *, threaded_train=True, threaded_segment=False):
     from napari_cp2._correct_widget import CorrectWidget
     from napari_cp2._segment_widget import SegmentWidget
