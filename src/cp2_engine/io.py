@@ -66,6 +66,32 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
+def atomic_write_file(path, write) -> Path:
+    """Call ``write(fileobj)`` on a temp file beside ``path`` (binary), then move it onto ``path``.
+
+    The folder is created if needed; the temp file is removed if ``write`` raises.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
+    >>> _ = atomic_write_file(p, lambda f: f.write(b"hi"))
+    >>> p.read_bytes()
+    b'hi'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path, *, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` when the block succeeds.

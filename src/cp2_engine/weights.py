@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import pickle
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -21,6 +20,7 @@ from typing import Any
 
 import torch
 
+from .io import atomic_write_file
 from .net import CPnet
 
 logger = logging.getLogger(__name__)
@@ -50,18 +50,6 @@ class ModelFileError(ValueError):
 
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temp file in ``path``'s folder, then move it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -274,10 +262,10 @@ def save_model(
         text = json.dumps(record, indent=2)
     except TypeError as err:
         raise TypeError(f"metadata must be JSON-serialisable: {err}") from err
-    _atomic_write(path, lambda fh: torch.save(state, fh))
+    atomic_write_file(path, lambda fh: torch.save(state, fh))
     record["sha256"] = sha256_file(path)
     text = json.dumps(record, indent=2)
-    _atomic_write(_sidecar(path), lambda fh: fh.write(text.encode("utf-8")))
+    atomic_write_file(_sidecar(path), lambda fh: fh.write(text.encode("utf-8")))
     logger.info("saved model %s (sha256 %s)", path, record["sha256"][:12])
 
 

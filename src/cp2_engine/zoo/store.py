@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ..io import atomic_write_file
 
 log = logging.getLogger(__name__)
 
@@ -115,30 +114,6 @@ class Zoo:
                 raise ValueError(f"zoo {self.folder} has no generalist model")
             return self.folder / self.manifest.generalist
         return self.folder / self.manifest.cluster(cluster_id).model
-
-
-def atomic_write_file(path, write: Callable) -> Path:
-    """Write ``path`` atomically: ``write(fileobj)`` fills a temp file, then it replaces ``path``.
-
-    Examples
-    --------
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.txt"
-    >>> _ = atomic_write_file(p, lambda f: f.write(b"hi"))
-    >>> p.read_bytes()
-    b'hi'
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_array(path, arr: np.ndarray) -> Path:
