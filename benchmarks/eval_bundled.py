@@ -69,7 +69,9 @@ def _synthetic_images(source: dict, max_per_type: int | None) -> Iterator[ValIma
 
     rng = np.random.default_rng(source["val_seed"])
     styles = source["styles"]
-    n = source["n_val"] if max_per_type is None else min(source["n_val"], max_per_type)
+    n = source["n_val"]
+    if max_per_type is not None:  # styles cycle, so this keeps at most max_per_type per style
+        n = min(n, max_per_type * len(styles))
     for i in range(n):
         diameter = float(rng.uniform(*source["diameter_range"]))
         style = styles[i % len(styles)]
