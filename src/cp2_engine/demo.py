@@ -1,6 +1,6 @@
 """The demo pipeline behind ``cp2 demo``: a real run of the engine on ``sample_data/``.
 
-No trained model is bundled yet, so the demo shows what can be shown honestly:
+It does not use the bundled trained models yet (issue 4 adds that); it shows:
 
 1. for every sample image with labels: labels -> flows -> masks round trip (the exact flows a
    perfect network would predict), its average precision against the labels, and an overlay PNG
@@ -39,9 +39,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 NO_MODEL_NOTE = (
-    "No trained cp2 model is bundled yet: this demo checks the flow representation (labels -> "
-    "flows -> masks) on real and synthetic images and times the network with random weights. "
-    "Segment with a Cellpose 2/3 model file: `cp2 segment IMAGE --model PATH`."
+    "This demo does not use the bundled trained models yet: it checks the flow representation "
+    "(labels -> flows -> masks) on real and synthetic images and times the network with random "
+    "weights. Segment with the bundled models: `cp2 segment IMAGE --model cp2_nuclei` (or "
+    "cp2_cyto), or with a Cellpose 2/3 model file: `cp2 segment IMAGE --model PATH`."
 )
 _CELLPROB_LOGIT = 10.0  # cell probability of the round trip: inside +10, outside -10
 

@@ -15,7 +15,7 @@ def test_demo_command_quick(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "No trained cp2 model is bundled yet" in printed
+    assert "does not use the bundled trained models yet" in printed
     assert "AP@0.5" in printed
     pngs = sorted(out.glob("*_roundtrip_overlay.png"))
     assert len(pngs) == 2

@@ -8,7 +8,7 @@ from pathlib import Path
 NAME = "demo"
 HELP = (
     "round-trip the sample images (labels -> flows -> masks, AP, overlays) and time the "
-    "network; no trained model is bundled yet"
+    "network with random weights (the bundled models are used by cp2 segment)"
 )
 
 
