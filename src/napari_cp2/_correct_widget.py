@@ -12,7 +12,8 @@ from napari.viewer import Viewer
 from . import _workers as jobs
 from ._edits import EditHistory, add_rois, delete_roi, merge_rois, relabel_roi
 from ._layers import SUFFIXES
-from ._tooltips import LABELS, TOOLTIPS, message
+from ._tooltips import LABELS, message
+from ._tooltips import labelled as _w
 from ._workspace import Cp2Workspace, workspace_for
 
 __all__ = ["CorrectWidget", "provenance_counts"]
@@ -36,12 +37,6 @@ def provenance_counts(prediction: np.ndarray | None, labels: np.ndarray):
     labels = np.asarray(labels)
     pred = np.zeros(labels.shape, np.uint16) if prediction is None else prediction
     return account_rois(pred, labels)
-
-
-def _w(widget, key: str):
-    widget.label = LABELS.get(key, key)
-    widget.tooltip = TOOLTIPS.get(key)
-    return widget
 
 
 class CorrectWidget(Container):

@@ -11,7 +11,8 @@ from napari.utils.notifications import show_error
 from napari.viewer import Viewer
 
 from . import _workers as jobs
-from ._tooltips import LABELS, TOOLTIPS, message
+from ._tooltips import LABELS, message
+from ._tooltips import labelled as _w
 from ._workspace import Cp2Workspace, workspace_for
 
 __all__ = ["EvaluateWidget", "parse_thresholds"]
@@ -34,12 +35,6 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
     if not values or any(not 0 < v <= 1 for v in values):
         raise ValueError(message("bad_thresholds"))
     return values
-
-
-def _w(widget, key: str):
-    widget.label = LABELS.get(key, key)
-    widget.tooltip = TOOLTIPS.get(key)
-    return widget
 
 
 class EvaluateWidget(Container):

@@ -24,7 +24,8 @@ from napari.viewer import Viewer
 
 from . import _workers as jobs
 from ._layers import diameter_from_shapes, layer_names, prepare_image, segmentation_layers
-from ._tooltips import LABELS, TOOLTIPS, message
+from ._tooltips import LABELS, message
+from ._tooltips import labelled as _w
 from ._workspace import CachedSegmentation, Cp2Workspace, workspace_for
 
 __all__ = ["SegmentWidget"]
@@ -35,13 +36,6 @@ FILE_CHOICE = "file…"
 _CHAN = [("gray (mean)", 0), ("1 / red", 1), ("2 / green", 2), ("3 / blue", 3)]
 _CHAN += [(str(i), i) for i in range(4, 9)]
 _CHAN2 = [("none", 0), *_CHAN[1:]]
-
-
-def _w(widget, key: str):
-    """Attach the label and tooltip of ``key`` to ``widget`` and return it."""
-    widget.label = LABELS.get(key, key)
-    widget.tooltip = TOOLTIPS.get(key)
-    return widget
 
 
 class SegmentWidget(Container):

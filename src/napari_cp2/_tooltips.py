@@ -124,3 +124,10 @@ def message(key: str, **fields) -> str:
     "cp2: there is no ROI 3 in 'masks'."
     """
     return MESSAGES[key].format(**fields)
+
+
+def labelled(widget, key: str):
+    """Attach the label and tooltip of ``key`` to ``widget`` and return it."""
+    widget.label = LABELS.get(key, key)
+    widget.tooltip = TOOLTIPS.get(key)
+    return widget

@@ -23,7 +23,8 @@ from napari.viewer import Viewer
 
 from . import _workers as jobs
 from ._layers import layer_names
-from ._tooltips import LABELS, TOOLTIPS, message
+from ._tooltips import LABELS, message
+from ._tooltips import labelled as _w
 from ._workspace import Cp2Workspace, workspace_for
 
 __all__ = ["TrainWidget", "format_eta", "project_name"]
@@ -56,12 +57,6 @@ def format_eta(seconds: float) -> str:
     """
     seconds = max(0, round(seconds))
     return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def _w(widget, key: str):
-    widget.label = LABELS.get(key, key)
-    widget.tooltip = TOOLTIPS.get(key)
-    return widget
 
 
 class TrainWidget(Container):
