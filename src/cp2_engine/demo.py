@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._generators import drain
+
 __all__ = [
     "NO_MODEL_NOTE",
     "DemoEvent",
@@ -294,8 +296,4 @@ def run_demo(out_dir, *, sample_dir=None, quick: bool = False) -> DemoResult:
     1
     """
     gen = iter_demo(out_dir, sample_dir=sample_dir, quick=quick)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(gen)

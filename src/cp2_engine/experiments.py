@@ -39,6 +39,8 @@ import numpy as np
 from cp2_engine.hitl.annotator import SimulatedAnnotator
 from cp2_engine.hitl.project import HitlProject
 
+from ._generators import drain
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -241,11 +243,7 @@ class Row:
 # ----------------------------------------------------------------------------- helpers
 def _drain(gen: Generator) -> Any:
     """Run a generator to the end and return its return value."""
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(gen)
 
 
 def _n_rois(labels: Sequence[np.ndarray]) -> int:

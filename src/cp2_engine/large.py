@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._generators import drain
+
 logger = logging.getLogger(__name__)
 
 PARTS_SUFFIX = ".cp2parts"
@@ -664,8 +666,4 @@ def segment_large(source, *, model, diameter: float, out, **kwargs) -> LargeResu
     ...                     out=tmp / "labels.zarr", blocksize=128)  # doctest: +SKIP
     """
     gen = iter_segment_large(source, model=model, diameter=diameter, out=out, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(gen)

@@ -38,6 +38,7 @@ import torch
 from skimage.segmentation import relabel_sequential
 
 from ._device import resolve_device
+from ._generators import drain
 from .augment import random_rotate_and_resize
 from .losses import flow_loss
 
@@ -794,11 +795,7 @@ def train(model_or_net, images: Sequence, labels: Sequence, **kwargs) -> TrainRe
     1
     """
     gen = iter_train(model_or_net, images, labels, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(gen)
 
 
 def train_size_model(

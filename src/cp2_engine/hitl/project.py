@@ -38,6 +38,8 @@ import numpy as np
 from cp2_engine.hitl.accounting import RoiAccounting, account_rois, check_labels
 from cp2_engine.io import atomic_write, imread, imwrite
 
+from .._generators import drain
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["SCHEMA_VERSION", "HitlProject", "ProjectStatus", "RoundRecord"]
@@ -615,11 +617,7 @@ class HitlProject:
     def retrain(self, *, config: Any = None, evaluate: bool = True) -> RoundRecord:
         """Run :meth:`iter_retrain` to the end and return its record."""
         gen = self.iter_retrain(config=config, evaluate=evaluate)
-        while True:
-            try:
-                next(gen)
-            except StopIteration as stop:
-                return stop.value
+        return drain(gen)
 
     def _register_round(
         self, round_no: int, rel: str, labels: list, seconds: float, *, evaluate: bool

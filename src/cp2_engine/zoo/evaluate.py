@@ -12,6 +12,8 @@ import numpy as np
 
 from cp2_engine.zoo.store import atomic_write_file
 
+from .._generators import drain
+
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_THRESHOLDS", "ZooEvaluation", "evaluate_zoo", "iter_evaluate_zoo"]
@@ -185,8 +187,4 @@ def evaluate_zoo(zoo_model, images: Sequence, labels: Sequence, **kwargs) -> Zoo
     >>> evaluate_zoo(ZooModel.load("zoo"), images, labels).rows()[-1]  # doctest: +SKIP
     """
     gen = iter_evaluate_zoo(zoo_model, images, labels, **kwargs)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(gen)
