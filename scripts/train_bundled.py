@@ -35,6 +35,7 @@ import copy
 import csv
 import json
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -47,6 +48,7 @@ import tifffile
 import tomllib
 import torch
 
+from cp2_engine._device import resolve_device
 from cp2_engine.augment import random_rotate_and_resize
 from cp2_engine.flows import masks_to_flows
 from cp2_engine.losses import flow_loss
@@ -58,6 +60,7 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS_DIR = REPO / "src" / "cp2_engine" / "models"
 DEFAULT_DATA = Path("/work/shared/datasets")
 AUTO_MAX = 4  # images per type validated with the size model's diameter (CPU time)
+TIME_PROBE_STEPS = 200  # steps timed before --time-budget fixes the number of steps
 logger = logging.getLogger("train_bundled")
 
 
@@ -174,6 +177,38 @@ def sampling_weights(items: list[Item], recipe: dict) -> np.ndarray:
     return weights / weights.sum()
 
 
+class StepBatches(torch.utils.data.Dataset):
+    """Map a step number to its augmented batch, so batches can be made in worker processes."""
+
+    def __init__(self, items, probs, recipe: dict) -> None:
+        self.items, self.probs, self.recipe = items, probs, recipe
+
+    def __len__(self) -> int:
+        return 10**9
+
+    def __getitem__(self, step: int):
+        return make_batch(self.items, self.probs, step, self.recipe)
+
+
+def _batches(items, probs, recipe: dict, start: int, workers: int):
+    """Batches for steps ``start, start + 1, ...``: inline, or prefetched by worker processes."""
+    dataset = StepBatches(items, probs, recipe)
+    if workers <= 0:
+        return (dataset[step] for step in range(start, 10**9))
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=None, sampler=range(start, 10**9), num_workers=workers,
+        prefetch_factor=8, pin_memory=torch.cuda.is_available(),
+        worker_init_fn=lambda _: torch.set_num_threads(1),
+    )  # fmt: skip
+    return iter(loader)
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"1 GPU ({torch.cuda.get_device_name(device)}), bfloat16 autocast"
+    return f"{torch.get_num_threads()} CPU threads (AMD EPYC, AVX-512 BF16), no GPU"
+
+
 def make_batch(items, probs, step: int, recipe: dict):
     """The augmented batch of ``step`` (seeded by ``(seed, step)``)."""
     cfg = recipe["train"]
@@ -211,7 +246,17 @@ def _new_state(recipe: dict) -> dict:
         weight_decay=cfg["weight_decay"],
     )  # fmt: skip
     ema = {k: v.detach().clone().float() for k, v in net.state_dict().items()}
-    return {"net": net, "opt": opt, "ema": ema, "step": 0, "losses": [], "seconds": 0.0}
+    return {
+        "net": net,
+        "opt": opt,
+        "ema": ema,
+        "step": 0,
+        "losses": [],
+        "seconds": 0.0,
+        "total_steps": None,
+        "hardware": None,
+        "init": None,
+    }
 
 
 def _load_state(path: Path, recipe: dict) -> dict:
@@ -223,6 +268,9 @@ def _load_state(path: Path, recipe: dict) -> dict:
     state["opt"].load_state_dict(ckpt["opt"])
     state.update(ema=ckpt["ema"], step=ckpt["step"], losses=ckpt["losses"])
     state["seconds"] = ckpt["seconds"]
+    state["total_steps"] = ckpt.get("total_steps")
+    state["hardware"] = ckpt.get("hardware")
+    state["init"] = ckpt.get("init")
     logger.info("resumed from %s at step %d", path, state["step"])
     return state
 
@@ -235,45 +283,76 @@ def _save_state(path: Path, state: dict) -> None:
         "step": state["step"],
         "losses": state["losses"],
         "seconds": state["seconds"],
+        "total_steps": state["total_steps"],
+        "hardware": state["hardware"],
+        "init": state["init"],
     }
     _atomic(path, lambda fh: torch.save(ckpt, fh))
 
 
 def _update_ema(ema: dict, net: torch.nn.Module, decay: float) -> None:
     with torch.no_grad():
+        floats, sources = [], []
         for k, v in net.state_dict().items():
             if v.dtype.is_floating_point:
-                ema[k].mul_(decay).add_(v.detach().float(), alpha=1 - decay)
+                floats.append(ema[k])
+                sources.append(v.detach().float())
             else:
                 ema[k].copy_(v)
+        torch._foreach_mul_(floats, decay)
+        torch._foreach_add_(floats, sources, alpha=1 - decay)
 
 
-def train_steps(items: list[Item], recipe: dict, out: Path) -> dict:
-    """Run (or resume) training up to ``recipe['train']['steps']``; return the final state."""
+def _autocast(device: torch.device, cfg: dict):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if cfg["bf16"]:
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_steps(
+    items: list[Item], recipe: dict, out: Path, *, device: torch.device | None = None,
+    workers: int = 0, time_budget: float | None = None, probe_steps: int = TIME_PROBE_STEPS,
+    init: Path | None = None,
+) -> dict:  # fmt: skip
+    """Run (or resume) training up to ``recipe['train']['steps']``; return the final state.
+
+    With ``time_budget`` (seconds of training), the number of steps is fixed after the first
+    200 steps from their measured speed, and kept in the checkpoint so a resume keeps the same
+    schedule.
+    """
     cfg = recipe["train"]
+    device = device or torch.device("cpu")
     ckpt_path = out / "train.ckpt"
     state = _load_state(ckpt_path, recipe)
-    net, opt = state["net"], state["opt"]
+    if state["total_steps"]:
+        cfg["steps"] = state["total_steps"]
+    if init is not None and state["step"] == 0:
+        _initialise(state, init)
+    state["hardware"] = state["hardware"] or _hardware(device)
+    net, opt = state["net"].to(device), state["opt"]
+    _optimizer_to(opt, device)
+    state["ema"] = {k: v.to(device) for k, v in state["ema"].items()}
     net.diam_labels.data.fill_(float(recipe["diam_mean"]))
     probs = sampling_weights(items, recipe)
-    autocast = (
-        torch.autocast("cpu", dtype=torch.bfloat16) if cfg["bf16"] else contextlib.nullcontext()
-    )
+    batches = _batches(items, probs, recipe, state["step"], workers)
     net.train()
-    last_save = time.perf_counter()
-    t_prev = time.perf_counter()
+    last_save = t_prev = time.perf_counter()
+    t_start, step_start = t_prev, state["step"]
     with open(out / "train_log.jsonl", "a", encoding="utf-8") as log:
         while state["step"] < cfg["steps"]:
             step = state["step"]
             lr = learning_rate(step, cfg)
             for group in opt.param_groups:
                 group["lr"] = lr
-            x, target = make_batch(items, probs, step, recipe)
-            with autocast:
+            x, target = next(batches)
+            x, target = x.to(device, non_blocking=True), target.to(device, non_blocking=True)
+            with _autocast(device, cfg):
                 y = net(x)[0]
-            loss = flow_loss(y, target)
+            loss = flow_loss(y.float(), target)
             value = float(loss.detach())
-            if not torch.isfinite(loss):
+            if not math.isfinite(value):
                 raise FloatingPointError(f"loss is {value} at step {step}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -284,16 +363,47 @@ def train_steps(items: list[Item], recipe: dict, out: Path) -> dict:
             t_prev = now
             state["step"] = step + 1
             state["losses"].append(value)
+            if (
+                time_budget
+                and state["total_steps"] is None
+                and step + 1 - step_start == probe_steps
+            ):
+                rate = probe_steps / (now - t_start)
+                cfg["steps"] = state["total_steps"] = max(
+                    step + 1, int((time_budget - (now - t_start)) * rate) + step + 1
+                )
+                logger.info("%.1f steps/s: training for %d steps in all", rate, cfg["steps"])
             log.write(json.dumps({"step": step, "loss": value, "lr": lr,
                                   "seconds": round(state["seconds"], 1)}) + "\n")  # fmt: skip
-            log.flush()
             if now - last_save > cfg["checkpoint_seconds"] or state["step"] == cfg["steps"]:
+                log.flush()
                 _save_state(ckpt_path, state)
                 last_save = now
                 logger.info("step %d loss %.4f (mean of last 50: %.4f) lr %.4g, %.0f s",
                             state["step"], value, np.mean(state["losses"][-50:]), lr,
                             state["seconds"])  # fmt: skip
+    state["total_steps"] = cfg["steps"]
     return state
+
+
+def _initialise(state: dict, init: Path) -> None:
+    """Start a new run (a further cycle of the schedule) from an exported model's weights."""
+    from cp2_engine.weights import load_state_dict, sha256_file
+
+    weights = load_state_dict(init)
+    state["net"].load_state_dict(weights)
+    state["ema"] = {k: v.detach().clone().float() for k, v in state["net"].state_dict().items()}
+    sidecar = Path(str(init) + ".json")
+    previous = json.loads(sidecar.read_text())["training"] if sidecar.is_file() else {}
+    state["init"] = {"file": init.name, "sha256": sha256_file(init), "training": previous}
+    logger.info("initialised from %s", init)
+
+
+def _optimizer_to(opt: torch.optim.Optimizer, device: torch.device) -> None:
+    for per_param in opt.state.values():
+        for key, value in per_param.items():
+            if torch.is_tensor(value):
+                per_param[key] = value.to(device)
 
 
 # ----------------------------------------------------------------------------- export
@@ -337,7 +447,7 @@ def _data_record(recipe: dict) -> list[dict]:
 
 def install(
     recipe: dict, recipe_path: Path, out: Path, root: Path, *, which: str = "ema",
-    models_dir: Path = MODELS_DIR, max_per_type: int | None = None,
+    models_dir: Path = MODELS_DIR, max_per_type: int | None = None, device: str = "cpu",
 ) -> None:  # fmt: skip
     """Export the checkpoint as float16 weights + size model + sidecar into the package."""
     sys.path.insert(0, str(REPO / "benchmarks"))
@@ -349,7 +459,8 @@ def install(
 
     ckpt = torch.load(out / "train.ckpt", map_location="cpu", weights_only=False)
     net16 = exported_net(ckpt, recipe, which=which).half()
-    net = copy.deepcopy(net16).float()  # exactly what a user gets after the fp16 round trip
+    # exactly what a user gets after the fp16 round trip
+    net = copy.deepcopy(net16).float().to(resolve_device(device))
     t0 = time.perf_counter()
     sm_cfg = recipe["size_model"]
     images, labels, channels = _raw_training_images(recipe, root, sm_cfg["max_images"])
@@ -357,6 +468,8 @@ def install(
                                   n_epochs=sm_cfg["n_epochs"], bsize=sm_cfg["bsize"])  # fmt: skip
     size_seconds = time.perf_counter() - t0
     model = Model.from_net(net, size_model=size_model, name=recipe["name"])
+    if device != "cpu":  # GPU numerics differ slightly: report what a CPU user gets
+        logger.info("validating on %s; the README's numbers come from a CPU run", device)
     validation = {}
     limits = {"gt": max_per_type, "auto": min(max_per_type or AUTO_MAX, AUTO_MAX)}
     for mode, limit in limits.items():
@@ -380,7 +493,8 @@ def install(
             "seed": recipe["seed"], "exported": which, "final_loss_mean50":
             round(float(np.mean(ckpt["losses"][-50:])), 4),
             "train_seconds": round(ckpt["seconds"]), "size_model_seconds": round(size_seconds),
-            "hardware": "2 shared CPU cores (AMD EPYC, AVX-512 BF16), no GPU",
+            "hardware": ckpt.get("hardware") or "2 shared CPU cores (AMD EPYC), no GPU",
+            "initialised_from": ckpt.get("init"),
         },
         "validation": validation,
         "validation_note": "mean AP over validation images; diameter_gt = annotated median "
@@ -404,6 +518,16 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="shared datasets root")
     parser.add_argument("--steps", type=int, help="override the recipe's number of steps")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--workers", type=int, default=0, help="batch-making processes")
+    parser.add_argument("--time-budget", type=float, help="seconds: fix the steps to fit")
+    parser.add_argument(
+        "--probe-steps",
+        type=int,
+        default=TIME_PROBE_STEPS,
+        help="steps timed before --time-budget fixes the number of steps",
+    )
+    parser.add_argument("--init", type=Path, help="start a new run from these weights")
     parser.add_argument("--prepare-only", action="store_true", help="only build the data cache")
     parser.add_argument("--install", action="store_true", help="export into the package")
     parser.add_argument("--export", choices=("ema", "raw"), default="ema")
@@ -426,12 +550,15 @@ def main(argv=None) -> int:
         return 0
     if args.install:
         install(recipe, args.recipe, args.out, args.data, which=args.export,
-                models_dir=args.models_dir, max_per_type=args.max_per_type)  # fmt: skip
+                models_dir=args.models_dir, max_per_type=args.max_per_type,
+                device=args.device)  # fmt: skip
         return 0
     items = prepare_data(recipe, args.data, args.out / "data.pt")
     if args.prepare_only:
         return 0
-    train_steps(items, recipe, args.out)
+    train_steps(items, recipe, args.out, device=resolve_device(args.device),
+                workers=args.workers, time_budget=args.time_budget,
+                probe_steps=args.probe_steps, init=args.init)  # fmt: skip
     return 0
 
 
