@@ -1,0 +1,203 @@
+"""Bundled-model recipe training: cycles, exact resume, workers, install and recipe errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from cp2_engine.recipe_data import is_bundled_recipe, load_bundled_recipe
+from cp2_engine.recipe_training import (
+    CycleFinished,
+    CycleStarted,
+    iter_train_recipe,
+    load_recipe_checkpoint,
+    train_recipe,
+)
+from cp2_engine.synthetic import touching_cells
+from cp2_engine.train import StepEvent
+
+RECIPE = """
+name = "tiny"
+description = "test model"
+license = "BSD-3-Clause"
+diam_mean = 17.0
+seed = 3
+
+[[sources]]
+name = "real"
+kind = "real"
+dataset = "toy"
+train_split = "splits/toy_train.csv"
+val_split = "splits/toy_val.csv"
+channels = [0, 0]
+weight = 0.5
+
+[[sources]]
+name = "synth"
+kind = "synthetic"
+n_images = 2
+seed = 1
+n_val = 1
+val_seed = 7
+shape = [64, 64]
+diameter_range = [14.0, 18.0]
+styles = ["fluorescence"]
+nucleus = false
+channels = [0, 0]
+weight = 0.5
+
+[train]
+{schedule}
+batch_size = 2
+bsize = 32
+scale_range = 0.5
+learning_rate = 0.05
+momentum = 0.9
+weight_decay = 1e-5
+warmup_steps = 1
+anneal_fraction = 0.5
+ema_decay = 0.9
+bf16 = false
+checkpoint_seconds = 1000
+
+[size_model]
+n_epochs = 1
+bsize = 32
+max_images = 2
+"""
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """A recipe in tmp_path/recipes, its split files in tmp_path/splits, data in tmp_path/data."""
+    folder = tmp_path / "data" / "toy" / "train"
+    folder.mkdir(parents=True)
+    rows = ["id,type,median_diameter_px"]
+    for i in range(3):
+        s = touching_cells((64, 64), n_cells=8, diameter=16, seed=10 + i)
+        tifffile.imwrite(folder / f"im{i}_img.tif", s.image)
+        tifffile.imwrite(folder / f"im{i}_masks.tif", s.labels.astype(np.uint16))
+        rows.append(f"im{i},fluo,16.0")
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "toy_train.csv").write_text("\n".join(rows[:3]) + "\n")
+    (tmp_path / "splits" / "toy_val.csv").write_text("\n".join([rows[0], rows[3]]) + "\n")
+    (tmp_path / "recipes").mkdir()
+
+    def write(schedule="cycles = [3, 2]", text=None):
+        path = tmp_path / "recipes" / "tiny.toml"
+        path.write_text(text if text is not None else RECIPE.replace("{schedule}", schedule))
+        return path
+
+    return tmp_path, write
+
+
+def _run(recipe, out, root, **kw):
+    return train_recipe(recipe, out=out, data_root=root, device="cpu", **kw)
+
+
+def test_two_cycles_second_starts_from_first_export(setup):
+    tmp, write = setup
+    recipe = write()
+    assert is_bundled_recipe(recipe)
+    events = []
+    gen = iter_train_recipe(recipe, out=tmp / "out", data_root=tmp / "data", device="cpu")
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    assert [c.steps for c in result.cycles] == [3, 2]
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert [(e.epoch, e.step) for e in steps] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]
+    starts = [e for e in events if isinstance(e, CycleStarted)]
+    assert starts[0].init is None and starts[1].init == str(tmp / "out" / "cycle1" / "tiny")
+    init = load_recipe_checkpoint(tmp / "out" / "cycle2" / "train.ckpt")["init"]
+    export1 = tmp / "out" / "cycle1" / "tiny"
+    from cp2_engine.weights import sha256_file
+
+    assert init["sha256"] == sha256_file(export1) and init["training"]["steps"] == 3
+    assert result.cycles[1].init == init
+    # a second call skips both finished cycles and trains nothing
+    again = list(iter_train_recipe(recipe, out=tmp / "out", data_root=tmp / "data", device="cpu"))
+    assert [type(e) for e in again] == [CycleFinished, CycleFinished]
+    assert all(e.skipped for e in again)
+
+
+def test_resume_after_close_replays_the_same_losses(setup):
+    tmp, write = setup
+    recipe = write("steps = 5")
+    reference = _run(recipe, tmp / "a", tmp / "data").losses
+    gen = iter_train_recipe(recipe, out=tmp / "b", data_root=tmp / "data", device="cpu")
+    n_steps = 0
+    while n_steps < 2:
+        n_steps += isinstance(next(gen), StepEvent)
+    gen.close()  # cancel mid-cycle: the checkpoint holds 2 steps
+    assert load_recipe_checkpoint(tmp / "b" / "cycle1" / "train.ckpt")["step"] == 2
+    resumed = _run(recipe, tmp / "b", tmp / "data")
+    assert resumed.losses == reference  # bitwise on the CPU
+    a = load_recipe_checkpoint(tmp / "a" / "cycle1" / "train.ckpt")["ema"]
+    b = load_recipe_checkpoint(tmp / "b" / "cycle1" / "train.ckpt")["ema"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_workers_make_the_same_batches(setup):
+    tmp, write = setup
+    recipe = write("steps = 3")
+    inline = _run(recipe, tmp / "w0", tmp / "data", workers=0).losses
+    workers = _run(recipe, tmp / "w2", tmp / "data", workers=2).losses
+    np.testing.assert_allclose(workers, inline, rtol=1e-5)
+
+
+def test_install_writes_a_loadable_model(setup):
+    from cp2_engine.model import Model
+    from cp2_engine.weights import read_metadata
+
+    tmp, write = setup
+    recipe = write("steps = 2")
+    result = _run(recipe, tmp / "out", tmp / "data", install=True, models_dir=tmp / "models")
+    weights = tmp / "models" / "tiny"
+    assert result.installed.weights == weights
+    assert (tmp / "models" / "tiny_size.npy").is_file()
+    meta = read_metadata(weights)
+    assert meta["training"]["steps"] == 2 and meta["training"]["seed"] == 3
+    assert meta["validation"]["diameter_gt"]["all"]["n"] == 2  # 1 real + 1 synthetic
+    assert [d["name"] for d in meta["data"]] == ["real", "synth"]
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    model = Model.load(weights, device="cpu")
+    assert model.size_model is not None and model.diam_mean == 17.0
+    seg = model.segment(touching_cells((64, 64), n_cells=6, diameter=16, seed=0).image)
+    assert seg.masks.shape == (64, 64)
+    json.dumps(meta)  # the sidecar is plain JSON
+
+
+@pytest.mark.parametrize(
+    ("edit", "err", "match"),
+    [
+        (lambda t: t.replace("diam_mean = 17.0\n", ""), ValueError, r"lacks the key.*diam_mean"),
+        (lambda t: t.replace('kind = "synthetic"', 'kind = "video"'), ValueError, "'video'"),
+        (lambda t: t.replace("toy_val.csv", "nope.csv"), FileNotFoundError, "nope.csv"),
+        (lambda t: t.replace("bf16 = false", "bf16 = false\nema_decy = 1"), ValueError, "decy"),
+        (lambda t: t.replace("{schedule}", "steps = 2\ncycles = [2]"), ValueError, "exactly one"),
+        (lambda t: t.replace("{schedule}", "cycles = [2, 0]"), ValueError, "positive"),
+        (lambda t: t.replace("n_images = 2\n", ""), ValueError, r"#2.*n_images"),
+    ],
+)
+def test_bad_recipes_give_clear_errors(setup, edit, err, match):
+    _, write = setup
+    text = edit(RECIPE)
+    path = write(text=text.replace("{schedule}", "steps = 2"))
+    with pytest.raises(err, match=match) as info:
+        load_bundled_recipe(path)
+    assert "tiny.toml" in str(info.value)
+
+
+def test_missing_data_folder_names_the_option(setup):
+    tmp, write = setup
+    with pytest.raises(FileNotFoundError, match="--data"):
+        _run(write("steps = 1"), tmp / "out", tmp / "elsewhere")
