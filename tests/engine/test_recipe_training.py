@@ -201,3 +201,20 @@ def test_missing_data_folder_names_the_option(setup):
     tmp, write = setup
     with pytest.raises(FileNotFoundError, match="--data"):
         _run(write("steps = 1"), tmp / "out", tmp / "elsewhere")
+
+
+def test_cli_dispatches_bundled_recipes(setup, capsys):
+    from cp2_engine.cli import main
+
+    tmp, write = setup
+    recipe = write("cycles = [1, 1]")
+    argv = ["train", "--recipe", str(recipe), "--out", str(tmp / "out"), "--data",
+            str(tmp / "data"), "--device", "cpu", "--no-progress"]  # fmt: skip
+    assert main([*argv, "--steps", "2", "1"]) == 0
+    assert load_recipe_checkpoint(tmp / "out" / "cycle1" / "train.ckpt")["step"] == 2
+    assert (tmp / "out" / "cycle2" / "tiny").is_file()
+    assert "cycle 2 finished" in capsys.readouterr().out
+    assert main([*argv, "--epochs", "3"]) == 2  # folder-training flag: clear error
+    assert "--epochs" in capsys.readouterr().err
+    assert main(["train", "--images", str(tmp), "--install"]) == 2
+    assert "bundled-model recipes" in capsys.readouterr().err

@@ -1,7 +1,14 @@
-"""``cp2 train``: train or fine-tune a model on a folder of labelled images.
+"""``cp2 train``: train or fine-tune a model on a folder of labelled images, or retrain a bundled
+model from its recipe.
 
-Settings are layered: :class:`cp2_engine.train.TrainConfig` defaults, then a TOML recipe
-(``--recipe``), then the flags given on the command line.
+Folder training: settings are layered: :class:`cp2_engine.train.TrainConfig` defaults, then a
+TOML recipe (``--recipe``), then the flags given on the command line.
+
+Bundled-model recipes (TOML with ``[[sources]]``, e.g. ``recipes/cp2_nuclei.toml``) are detected
+and run by :func:`cp2_engine.recipe_training.iter_train_recipe`::
+
+    cp2 train --recipe recipes/cp2_nuclei.toml --out DIR [--data ROOT] [--device cuda]
+              [--workers N] [--install]
 """
 
 from __future__ import annotations
@@ -58,6 +65,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recipe", type=Path, help="TOML recipe (see recipes/README.md)")
     parser.add_argument("--size-model", action="store_true", help="also fit a size model")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    group = parser.add_argument_group("bundled-model recipes (TOML with [[sources]])")
+    group.add_argument("--data", type=Path, help="datasets root (default $CP2_DATASETS or "
+                       "../shared/datasets beside the repository)")  # fmt: skip
+    group.add_argument("--workers", type=int, help="batch-making processes (default 0)")
+    group.add_argument("--steps", type=int, nargs="+", help="override the steps of each cycle")
+    group.add_argument("--time-budget", type=float, help="seconds per cycle: fix its steps")
+    group.add_argument("--init", type=Path, help="weights that cycle 1 starts from")
+    group.add_argument("--threads", type=int, help="torch CPU threads")
+    group.add_argument(
+        "--install",
+        action="store_true",
+        help="export float16 weights + size model + sidecar into --models-dir",
+    )
+    group.add_argument("--models-dir", type=Path, help="install target (default: the package)")
+    group.add_argument("--max-per-type", type=int, help="validate on at most N images per type")
 
 
 def load_recipe(path: Path) -> tuple[dict, dict]:
@@ -140,8 +162,80 @@ def _progress(gen, disable: bool):
             bar.write(f"epoch {event.epoch}: loss {event.loss:.4f}, test {event.test_loss:.4f}")
 
 
+_FOLDER_ONLY = ("images", "test", "pretrained", "mode", "epochs", "lr", "weight_decay",
+                "batch_size", "seed", "min_train_masks", "bsize", "save_every", "channels",
+                "name", "resume", "size_model")  # fmt: skip
+_BUNDLED_ONLY = ("data", "workers", "steps", "time_budget", "init", "threads", "install",
+                 "models_dir", "max_per_type")  # fmt: skip
+
+
+def _given(args: argparse.Namespace, names) -> list[str]:
+    given = [n for n in names if getattr(args, n, None) not in (None, False)]
+    return ["--" + n.replace("_", "-") for n in given]
+
+
+def _bundled_progress(gen, disable: bool):
+    from tqdm import tqdm
+
+    bar = None
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        kind = type(event).__name__
+        if kind == "DataPrepared":
+            print(f"{event.n_images} training images ready ({event.seconds:.0f} s)")
+        elif kind == "CycleStarted":
+            bar = tqdm(total=event.steps, initial=event.start_step, unit="step", disable=disable,
+                       desc=f"cycle {event.cycle}/{event.n_cycles}")  # fmt: skip
+        elif kind == "StepEvent":
+            bar.update(1)
+            bar.set_postfix(loss=f"{event.loss:.3f}", lr=f"{event.lr:.3g}")
+        elif kind == "CycleFinished":
+            if bar is not None:
+                bar.close()
+                bar = None
+            state = "already finished" if event.skipped else "finished"
+            print(f"cycle {event.cycle} {state}: {event.steps} steps, loss {event.loss:.4f}, "
+                  f"weights {event.export}")  # fmt: skip
+        elif kind == "Installed":
+            print(f"installed {event.path}; validation AP@0.5 {event.ap['ap50']:.3f}")
+
+
+def _run_bundled(args: argparse.Namespace) -> int:
+    from ..recipe_training import iter_train_recipe
+
+    extra = _given(args, _FOLDER_ONLY)
+    if extra:
+        raise ValueError(f"{args.recipe} is a bundled-model recipe; {extra} apply only to "
+                         "folder training")  # fmt: skip
+    if args.out is None:
+        raise ValueError("--out DIR (the training folder) is required with a bundled recipe")
+    gen = iter_train_recipe(
+        args.recipe, out=args.out, data_root=args.data, device=args.device or "auto",
+        workers=args.workers or 0, cycles=args.steps, time_budget=args.time_budget,
+        init=args.init, threads=args.threads, install=args.install, models_dir=args.models_dir,
+        max_per_type=args.max_per_type,
+    )  # fmt: skip
+    result = _bundled_progress(gen, args.no_progress)
+    print(f"trained {len(result.cycles)} cycle(s); final weights {result.export}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``cp2 train`` and return the exit status."""
+    from ..recipe_data import is_bundled_recipe
+
+    if args.recipe is not None and is_bundled_recipe(args.recipe):
+        return _run_bundled(args)
+    extra = _given(args, _BUNDLED_ONLY)
+    if extra:
+        raise ValueError(f"{extra} apply only to bundled-model recipes (TOML with [[sources]])")
+    return _run_folder(args)
+
+
+def _run_folder(args: argparse.Namespace) -> int:
     from ..datasets import load_folder
     from ..train import iter_train, train_size_model
 
