@@ -218,7 +218,8 @@ def load_bundled_recipe(path: str | os.PathLike) -> BundledRecipe:
     _check_keys(data, _TOP, _TOP_OPT, where)
     if not isinstance(data["sources"], list) or not data["sources"]:
         raise ValueError(f"{where}: [[sources]] must list at least one source")
-    sources = tuple(_source(s, i, path.parent, where) for i, s in enumerate(data["sources"]))
+    folder = path.resolve().parent
+    sources = tuple(_source(s, i, folder, where) for i, s in enumerate(data["sources"]))
     sm = _check_keys(data.get("size_model", {}), set(), {"n_epochs", "bsize", "max_images"},
                      f"{where} [size_model]")  # fmt: skip
     train = _schedule(data["train"], f"{where} [train]")

@@ -218,3 +218,39 @@ def test_cli_dispatches_bundled_recipes(setup, capsys):
     assert "--epochs" in capsys.readouterr().err
     assert main(["train", "--images", str(tmp), "--install"]) == 2
     assert "bundled-model recipes" in capsys.readouterr().err
+
+
+def _script(relpath: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / relpath
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def keep_threads():
+    """The scripts set torch's thread count; put it back for the tests that follow."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_wrapper_scripts_train_install_and_evaluate(setup, capsys, keep_threads):
+    tmp, write = setup
+    recipe = str(write("steps = 1"))
+    models = tmp / "models"
+    train = _script("scripts/train_bundled.py")
+    argv = [recipe, "--out", str(tmp / "out"), "--data", str(tmp / "data"), "--install",
+            "--models-dir", str(models), "--threads", "1"]  # fmt: skip
+    assert train.main(argv) == 0
+    assert (models / "tiny.json").is_file()
+    evaluate = _script("benchmarks/eval_bundled.py")
+    js = tmp / "ap.json"
+    argv = [recipe, "--model", str(models / "tiny"), "--data", str(tmp / "data")]
+    assert evaluate.main([*argv, "--json", str(js), "--threads", "1"]) == 0
+    assert "| all | 2 |" in capsys.readouterr().out
+    assert json.loads(js.read_text())["summary"]["all"]["n"] == 2
