@@ -81,6 +81,13 @@ class SegmentProgress:
     segmentation: Segmentation
 
 
+def _use_channels_last(config: SegmentConfig, device: torch.device) -> bool:
+    """The config's choice, or channels-last on the CPU when it is left to cp2 (None)."""
+    if config.channels_last is None:
+        return device.type == "cpu"
+    return bool(config.channels_last)
+
+
 class _Timer:
     def __init__(self) -> None:
         self.times: dict[str, float] = {}
@@ -275,7 +282,7 @@ class Model:
             augment=config.augment,
             device=self.device,
             bf16=config.bf16,
-            channels_last=config.channels_last,
+            channels_last=_use_channels_last(config, self.device),
         )
 
     def _default_diameter(self) -> float:

@@ -269,8 +269,8 @@ def inference_forward(
     ((2, 3, 32, 32), torch.float32)
     """
     if channels_last:
-        weight = net.output[2].weight
-        if not weight.is_contiguous(memory_format=torch.channels_last):
+        kernel = next((p for p in net.parameters() if p.ndim == 4), None)
+        if kernel is not None and not kernel.is_contiguous(memory_format=torch.channels_last):
             net.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     autocast = (

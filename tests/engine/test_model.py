@@ -197,3 +197,19 @@ def test_zoo_prefix_is_dispatched_to_the_zoo_loader(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="zoo"):
         Model.load(f"zoo:{tmp_path / 'no_such_zoo'}")
+
+
+def test_channels_last_by_default_on_cpu_gives_the_nchw_results(rng):
+    image = rng.random((100, 120)).astype(np.float32)
+    nchw = Model.random(seed=4).segment(image, diameter=30.0, channels_last=False)
+    model = Model.random(seed=4)
+    default = model.segment(image, diameter=30.0)
+    assert model.net.output[2].weight.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_allclose(default.flows, nchw.flows, atol=1e-4)
+    np.testing.assert_allclose(default.cellprob, nchw.cellprob, atol=1e-4)
+    np.testing.assert_allclose(default.style, nchw.style, atol=1e-5)
+
+
+def test_a_net_without_conv_kernels_runs_with_the_default_layout(blobs):
+    seg = _blob_model().segment(blobs.image, diameter=18.0, channels_last=None)
+    assert average_precision(blobs.labels, seg.masks).ap[0, 0] > 0.9
