@@ -121,12 +121,16 @@ def evaluate(
     --------
     >>> records = evaluate(Model.load("cp2_nuclei"), recipe)  # doctest: +SKIP
     """
+    import torch
+
     from .metrics import average_precision
 
     if diameter not in ("gt", "auto"):
         raise ValueError(f"diameter must be 'gt' or 'auto', got {diameter!r}")
+    threads = torch.get_num_threads()
     records = []
     for v in validation_images(recipe, data_root=data_root, max_per_type=max_per_type):
+        torch.set_num_threads(threads)  # numba's OpenMP post-processing may have changed it
         t0 = time.perf_counter()
         seg = model.segment(v.image, channels=v.channels,
                             diameter=v.diameter if diameter == "gt" else None)  # fmt: skip

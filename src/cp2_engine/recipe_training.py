@@ -524,8 +524,9 @@ def iter_train_recipe(
     init : path, optional
         Weights that cycle 1 starts from (later cycles start from the previous export).
     threads : int, optional
-        Torch CPU threads for training (default: the count in effect when called). It is
-        set again after data preparation, whose numba kernels can change it.
+        Torch CPU threads while this runs (default: the count in effect when called). It is
+        set again after data preparation, whose numba kernels can change it, and the caller's
+        count is restored at the end.
     install : bool
         After training, export float16 weights + size model + sidecar with the validation AP
         into ``models_dir`` (see :func:`cp2_engine.recipe_install.install_recipe`).
@@ -564,7 +565,27 @@ def iter_train_recipe(
     out.mkdir(parents=True, exist_ok=True)
     root = Path(data_root) if data_root is not None else default_data_root()
     opts = _Options(resolve_device(device), workers, time_budget, probe_steps)
-    threads = threads or torch.get_num_threads()
+    before = torch.get_num_threads()
+    threads = threads or before
+    try:
+        torch.set_num_threads(threads)
+        results = yield from _iter_cycles(recipe, plan, out, root, opts, init, threads)
+        installed = None
+        if install:
+            from .recipe_install import Installed, install_recipe
+
+            installed = install_recipe(
+                recipe, results, data_root=root, models_dir=models_dir or MODELS_DIR,
+                which=which, max_per_type=max_per_type, device=device,
+            )  # fmt: skip
+            yield Installed(installed.weights, installed.validation["diameter_gt"]["all"])
+    finally:
+        torch.set_num_threads(before)
+    return RecipeResult(recipe, out, tuple(results), installed)
+
+
+def _iter_cycles(recipe, plan, out: Path, root: Path, opts: _Options, init, threads: int):
+    """Skip the finished cycles and train the others; return their :class:`CycleResult`\\ s."""
     results: list[CycleResult] = []
     items = probs = None
     for k, steps in enumerate(plan, start=1):
@@ -584,16 +605,7 @@ def iter_train_recipe(
         start = Path(init) if k == 1 and init is not None else None
         spec = _CycleSpec(k, len(plan), steps, folder, results[-1].export if k > 1 else start)
         results.append((yield from _train_cycle(spec, recipe, items, probs, opts)))
-    installed = None
-    if install:
-        from .recipe_install import Installed, install_recipe
-
-        installed = install_recipe(
-            recipe, results, data_root=root, models_dir=models_dir or MODELS_DIR, which=which,
-            max_per_type=max_per_type, device=device,
-        )  # fmt: skip
-        yield Installed(installed.weights, installed.validation["diameter_gt"]["all"])
-    return RecipeResult(recipe, out, tuple(results), installed)
+    return results
 
 
 def train_recipe(recipe, **kwargs) -> RecipeResult:

@@ -95,8 +95,12 @@ def setup(tmp_path):
     return tmp_path, write
 
 
+def _gen(recipe, out, root, **kw):
+    return iter_train_recipe(recipe, out=out, data_root=root, device="cpu", threads=1, **kw)
+
+
 def _run(recipe, out, root, **kw):
-    return train_recipe(recipe, out=out, data_root=root, device="cpu", **kw)
+    return train_recipe(recipe, out=out, data_root=root, device="cpu", threads=1, **kw)
 
 
 def test_two_cycles_second_starts_from_first_export(setup):
@@ -104,7 +108,9 @@ def test_two_cycles_second_starts_from_first_export(setup):
     recipe = write()
     assert is_bundled_recipe(recipe)
     events = []
-    gen = iter_train_recipe(recipe, out=tmp / "out", data_root=tmp / "data", device="cpu")
+    gen = iter_train_recipe(
+        recipe, out=tmp / "out", data_root=tmp / "data", device="cpu", threads=1
+    )
     while True:
         try:
             events.append(next(gen))
@@ -123,7 +129,9 @@ def test_two_cycles_second_starts_from_first_export(setup):
     assert init["sha256"] == sha256_file(export1) and init["training"]["steps"] == 3
     assert result.cycles[1].init == init
     # a second call skips both finished cycles and trains nothing
-    again = list(iter_train_recipe(recipe, out=tmp / "out", data_root=tmp / "data", device="cpu"))
+    again = list(
+        iter_train_recipe(recipe, out=tmp / "out", data_root=tmp / "data", device="cpu", threads=1)
+    )
     assert [type(e) for e in again] == [CycleFinished, CycleFinished]
     assert all(e.skipped for e in again)
 
@@ -132,7 +140,7 @@ def test_resume_after_close_replays_the_same_losses(setup):
     tmp, write = setup
     recipe = write("steps = 5")
     reference = _run(recipe, tmp / "a", tmp / "data").losses
-    gen = iter_train_recipe(recipe, out=tmp / "b", data_root=tmp / "data", device="cpu")
+    gen = _gen(recipe, tmp / "b", tmp / "data")
     n_steps = 0
     while n_steps < 2:
         n_steps += isinstance(next(gen), StepEvent)
@@ -209,7 +217,7 @@ def test_cli_dispatches_bundled_recipes(setup, capsys):
     tmp, write = setup
     recipe = write("cycles = [1, 1]")
     argv = ["train", "--recipe", str(recipe), "--out", str(tmp / "out"), "--data",
-            str(tmp / "data"), "--device", "cpu", "--no-progress"]  # fmt: skip
+            str(tmp / "data"), "--device", "cpu", "--no-progress", "--threads", "1"]  # fmt: skip
     assert main([*argv, "--steps", "2", "1"]) == 0
     assert load_recipe_checkpoint(tmp / "out" / "cycle1" / "train.ckpt")["step"] == 2
     assert (tmp / "out" / "cycle2" / "tiny").is_file()
@@ -254,3 +262,14 @@ def test_wrapper_scripts_train_install_and_evaluate(setup, capsys, keep_threads)
     assert evaluate.main([*argv, "--json", str(js), "--threads", "1"]) == 0
     assert "| all | 2 |" in capsys.readouterr().out
     assert json.loads(js.read_text())["summary"]["all"]["n"] == 2
+
+
+def test_time_budget_fixes_the_steps_and_a_resume_keeps_them(setup):
+    tmp, write = setup
+    recipe = write("cycles = [50]")
+    # a budget already spent after the 2 probe steps: the cycle ends there
+    result = _run(recipe, tmp / "out", tmp / "data", time_budget=1e-6, probe_steps=2)
+    assert result.cycles[0].steps == 2
+    assert load_recipe_checkpoint(tmp / "out" / "cycle1" / "train.ckpt")["total_steps"] == 2
+    again = _run(recipe, tmp / "out", tmp / "data")  # finished: skipped, not extended to 50
+    assert again.losses == result.losses
