@@ -1,25 +1,38 @@
-"""The demo pipeline behind ``cp2 demo``: a real run of the engine on ``sample_data/``.
+"""The demo behind ``cp2 demo``: the bundled models at work, and a simulated human in the loop.
 
-It does not use the bundled trained models yet (issue 4 adds that); it shows:
-
-1. for every sample image with labels: labels -> flows -> masks round trip (the exact flows a
-   perfect network would predict), its average precision against the labels, and an overlay PNG
-   (labels in green, round-trip masks in magenta);
-2. the forward time of the CPnet with RANDOM weights on 224x224 tiles (speed only; random
-   weights do not segment anything).
+1. **Segmentation.** Every ``<name>.tif`` + ``<name>_masks.tif`` pair of ``sample_data/`` is
+   segmented by the matching bundled model (``dsb2018_*`` → ``cp2_nuclei``, anything else →
+   ``cp2_cyto``), the size model choosing the diameter. Per image the demo writes the masks
+   (``<name>_cp_masks.tif``), a Cellpose-compatible ``<name>_seg.npy``, an overlay PNG and the
+   AP against the ground truth.
+2. **Human in the loop.** On a synthetic style that ``cp2_cyto`` segments badly (grey,
+   single-channel brightfield-like cells: it was trained on synthetic cells *with* a nucleus
+   channel), a :class:`~cp2_engine.hitl.HitlProject` runs ``n_rounds`` rounds: the current model
+   predicts the next image, the :class:`~cp2_engine.hitl.SimulatedAnnotator` corrects it
+   (counting the ROIs it had to draw), the correction is accepted, and the starting model is
+   fine-tuned on all accepted images (online mode). After each round the new model's AP is
+   measured on held-out images of the same style. The same images are run from random weights
+   (``scratch``) for comparison.
+3. **Report.** :mod:`cp2_engine.demo_report` writes ``report/report.md``, ``report/report.html``
+   and the figures.
 
 :func:`iter_demo` yields :class:`DemoEvent` progress and returns a :class:`DemoResult`;
-:func:`run_demo` drains it.
+:func:`run_demo` drains it. The output folder holds a ``demo_manifest.json``; the demo refuses
+to write into a non-empty folder without one (it never clobbers user files) and replaces its own
+earlier output.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
-import tempfile
+import shutil
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -27,26 +40,122 @@ import numpy as np
 from ._generators import drain
 
 __all__ = [
-    "NO_MODEL_NOTE",
+    "MANIFEST",
     "DemoEvent",
     "DemoImage",
     "DemoResult",
+    "DemoSettings",
+    "HitlRound",
+    "HitlRun",
     "default_sample_dir",
     "find_samples",
     "iter_demo",
+    "model_for_sample",
     "overlay_rgb",
+    "prepare_out_dir",
     "run_demo",
 ]
 
 logger = logging.getLogger(__name__)
 
-NO_MODEL_NOTE = (
-    "This demo does not use the bundled trained models yet: it checks the flow representation "
-    "(labels -> flows -> masks) on real and synthetic images and times the network with random "
-    "weights. Segment with the bundled models: `cp2 segment IMAGE --model cp2_nuclei` (or "
-    "cp2_cyto), or with a Cellpose 2/3 model file: `cp2 segment IMAGE --model PATH`."
+#: File that marks a folder as a cp2 demo output (the demo only ever replaces such folders).
+MANIFEST = "demo_manifest.json"
+_MODEL_BY_PREFIX = (
+    ("dsb2018_", "cp2_nuclei"),
+    ("usiigaci_", "cp2_cyto"),
+    ("synthetic_", "cp2_cyto"),
 )
-_CELLPROB_LOGIT = 10.0  # cell probability of the round trip: inside +10, outside -10
+
+
+# ----------------------------------------------------------------------------- settings, results
+@dataclass(frozen=True)
+class DemoSettings:
+    """Sizes of the demo. The defaults fit about 10 minutes on 2 CPU cores; see :meth:`quick`.
+
+    The human-in-the-loop rounds are shortened on purpose: ``n_epochs=30`` with 128-px crops
+    and 4 crops per step, instead of the training defaults (100 epochs, 224-px crops, 8 crops).
+
+    Parameters
+    ----------
+    pretrained : str
+        The bundled model the HITL rounds fine-tune.
+    style : str
+        Synthetic style of the HITL images (``cp2_engine.synthetic.touching_cells``).
+    diameter : float
+        Cell diameter of the HITL images (pixels); also the diameter used to segment them.
+    image_size : int
+        Side of the square HITL images.
+    n_rounds, n_test : int
+        HITL rounds (one new image each) and held-out test images.
+    n_epochs, bsize, batch_size : int
+        Training epochs per round, crop side, crops per step (one step per epoch).
+    seed : int
+        Seed of the synthetic images and the training.
+    device : str
+        Torch device ("auto" = CUDA or MPS when present, else CPU).
+    max_samples_per_model : int or None
+        Segment at most this many sample images per model (smallest files first); None = all.
+    sample_crop : int or None
+        Segment only the central ``sample_crop`` x ``sample_crop`` region of each sample (for
+        quick runs); None = whole images.
+
+    Examples
+    --------
+    >>> DemoSettings().n_rounds, DemoSettings.quick().n_rounds
+    (3, 3)
+    """
+
+    pretrained: str = "cp2_cyto"
+    style: str = "brightfield"
+    diameter: float = 24.0
+    image_size: int = 192
+    n_rounds: int = 3
+    n_test: int = 2
+    n_epochs: int = 30
+    bsize: int = 128
+    batch_size: int = 4
+    seed: int = 0
+    device: str = "auto"
+    max_samples_per_model: int | None = None
+    sample_crop: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "n_rounds", "n_test", "n_epochs", "bsize", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.bsize % 16:
+            raise ValueError(f"bsize must be a multiple of 16, got {self.bsize}")
+
+    @classmethod
+    def quick(cls, **overrides) -> DemoSettings:
+        """Tiny settings for CI: one 128-px crop per model, 64-px HITL images, 1 epoch per round.
+
+        Examples
+        --------
+        >>> DemoSettings.quick(seed=3).seed
+        3
+        """
+        base = {"image_size": 64, "n_test": 1, "n_epochs": 1, "bsize": 48, "batch_size": 1,
+                "max_samples_per_model": 1, "sample_crop": 128}  # fmt: skip
+        return cls(**{**base, **overrides})
+
+    def train_config(self):
+        """The online-mode :class:`~cp2_engine.train.TrainConfig` of every HITL round."""
+        from .train import TrainConfig
+
+        return TrainConfig(
+            mode="online",
+            n_epochs=self.n_epochs,
+            bsize=self.bsize,
+            batch_size=self.batch_size,
+            min_images_per_epoch=self.batch_size,
+            warmup_epochs=min(10, self.n_epochs // 3),
+            min_train_masks=1,
+            save_every=self.n_epochs,
+            seed=self.seed,
+            device=self.device,
+        )
 
 
 @dataclass(frozen=True)
@@ -60,31 +169,67 @@ class DemoEvent:
 
 @dataclass(frozen=True)
 class DemoImage:
-    """Round-trip result of one sample image."""
+    """Segmentation of one sample image by a bundled model, and its accuracy."""
 
     name: str
+    model: str
     shape: tuple[int, ...]
     n_true: int
     n_pred: int
+    diameter: float
     ap: tuple[float, float, float]
-    seconds_flows: float
-    seconds_masks: float
+    seconds: float
+    masks_path: Path
+    seg_path: Path
     overlay: Path
 
 
 @dataclass(frozen=True)
+class HitlRound:
+    """One HITL round (round 0 is the starting model, before any annotation).
+
+    ``n_drawn`` is the number of ROIs the annotator had to draw on ``image`` (the human effort);
+    ``ap50`` / ``ap75`` are the mean AP of the model trained in this round on the test images.
+    """
+
+    round: int
+    image: str | None
+    n_true: int
+    n_kept: int
+    n_drawn: int
+    n_deleted: int
+    ap50: float
+    ap75: float
+    train_seconds: float
+    losses: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class HitlRun:
+    """All rounds of one starting point (``init`` is "pretrained" or "scratch")."""
+
+    init: str
+    start_model: str
+    project: Path
+    rounds: tuple[HitlRound, ...]
+    example_masks: tuple[np.ndarray, ...]  # test image 0: prediction of round 0 and last round
+
+
+@dataclass(frozen=True)
 class DemoResult:
-    """Everything the demo measured."""
+    """Everything the demo measured and wrote."""
 
     images: tuple[DemoImage, ...]
-    forward_seconds: float
-    forward_batch: int
-    tile: int
+    hitl: tuple[HitlRun, ...]
+    settings: DemoSettings
     out_dir: Path
-    summary: Path
-    note: str = NO_MODEL_NOTE
+    report_md: Path
+    report_html: Path
+    figures: tuple[Path, ...]
+    seconds: float
 
 
+# ----------------------------------------------------------------------------- inputs
 def default_sample_dir() -> Path:
     """``$CP2_SAMPLE_DATA`` if set, else ``sample_data/`` of the source checkout.
 
@@ -125,6 +270,76 @@ def find_samples(sample_dir: str | os.PathLike) -> list[tuple[str, Path, Path]]:
     return found
 
 
+def model_for_sample(name: str) -> str:
+    """The bundled model for a sample image: ``dsb2018_*`` → cp2_nuclei, else cp2_cyto.
+
+    Examples
+    --------
+    >>> model_for_sample("dsb2018_fluo_nuclei"), model_for_sample("usiigaci_phase_3t3")
+    ('cp2_nuclei', 'cp2_cyto')
+    """
+    return next((m for p, m in _MODEL_BY_PREFIX if name.startswith(p)), "cp2_cyto")
+
+
+def _select_samples(samples: list, limit: int | None) -> list:
+    """At most ``limit`` samples per model (smallest files first), in the original order."""
+    if limit is None:
+        return samples
+    keep: dict[str, list] = {}
+    for s in sorted(samples, key=lambda s: s[1].stat().st_size):
+        keep.setdefault(model_for_sample(s[0]), []).append(s)
+    chosen = {s[0] for group in keep.values() for s in group[:limit]}
+    return [s for s in samples if s[0] in chosen]
+
+
+def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Check and prepare the output folder; return it.
+
+    A new or empty folder is used as is. A folder holding :data:`MANIFEST` is an earlier demo
+    output: its ``hitl/`` projects are removed and its other files replaced. Any other non-empty
+    folder is refused, so user files are never overwritten.
+
+    Raises
+    ------
+    FileExistsError
+        If ``out_dir`` is a file, or a non-empty folder that is not a demo output.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> prepare_out_dir(Path(tempfile.mkdtemp()) / "demo").is_dir()
+    True
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file; expected a new or empty folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MANIFEST).is_file():
+            raise FileExistsError(
+                f"{out} is not empty and is not a cp2 demo output (no {MANIFEST}); "
+                "choose a new or empty folder: the demo never overwrites other files"
+            )
+        logger.info("replacing the earlier demo output in %s", out)
+        shutil.rmtree(out / "hitl", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _write_manifest(out: Path, settings: DemoSettings, sample_dir: Path) -> None:
+    from ._version import __version__
+    from .io import atomic_write
+
+    data = {
+        "cp2_demo": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "sample_dir": str(sample_dir),
+        "settings": dataclasses.asdict(settings),
+    }
+    with atomic_write(out / MANIFEST) as tmp:
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+
+
+# ----------------------------------------------------------------------------- segmentation
 def overlay_rgb(image, labels_true, labels_pred=None) -> np.ndarray:
     """Grey image (1-99% scaled) with true outlines in green and predicted ones in magenta.
 
@@ -146,154 +361,233 @@ def overlay_rgb(image, labels_true, labels_pred=None) -> np.ndarray:
     return rgb
 
 
-def _save_png(path: Path, rgb: np.ndarray) -> None:
+def _save_png(path: Path, rgb: np.ndarray) -> Path:
     from PIL import Image
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        Image.fromarray(rgb).save(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from .io import atomic_write
+
+    with atomic_write(path) as tmp:
+        Image.fromarray(rgb).save(tmp, format="png")
+    return path
 
 
-def _round_trip(name: str, img_path: Path, mask_path: Path, out_dir: Path) -> DemoImage:
-    import tifffile
+def _central_crop(image: np.ndarray, labels: np.ndarray, size: int | None):
+    """The central ``size`` x ``size`` region of an (H, W[, C]) image and its labels."""
+    if size is None:
+        return image, labels
+    y0 = max(0, (labels.shape[0] - size) // 2)
+    x0 = max(0, (labels.shape[1] - size) // 2)
+    window = (slice(y0, y0 + size), slice(x0, x0 + size))
+    return image[window], labels[window]
 
-    from .flows import masks_to_flows
-    from .masks import compute_masks
+
+def _segment_sample(name: str, img_path: Path, mask_path: Path, model, seg_dir: Path, crop):
+    from .io import imread, save_masks, save_seg_npy
     from .metrics import average_precision
 
-    image, labels = tifffile.imread(img_path), tifffile.imread(mask_path)
+    image, labels = _central_crop(imread(img_path), imread(mask_path), crop)
     t0 = time.perf_counter()
-    flows = masks_to_flows(labels)
-    t1 = time.perf_counter()
-    cellprob = np.where(labels > 0, _CELLPROB_LOGIT, -_CELLPROB_LOGIT).astype(np.float32)
-    masks = compute_masks(5.0 * flows, cellprob)
-    t2 = time.perf_counter()
-    ap = average_precision(labels, masks).ap[0]
-    overlay = out_dir / f"{name}_roundtrip_overlay.png"
-    _save_png(overlay, overlay_rgb(image, labels, masks))
+    seg = model.segment(image)  # diameter=None: the size model estimates it
+    seconds = time.perf_counter() - t0
+    ap = average_precision(labels, seg.masks).ap[0]
+    masks_path = save_masks(seg_dir / f"{name}_cp_masks.tif", seg.masks, overwrite=True)
+    seg_path = save_seg_npy(
+        seg_dir / f"{name}_seg.npy",
+        image=image,
+        masks=seg.masks,
+        flows=seg.flows,
+        cellprob=seg.cellprob,
+        diameter=seg.diameter,
+        model_path=model.name,
+        overwrite=True,
+    )
+    overlay = _save_png(seg_dir / f"{name}_overlay.png", overlay_rgb(image, labels, seg.masks))
     return DemoImage(
         name=name,
+        model=model.name,
         shape=tuple(image.shape),
         n_true=int(len(np.unique(labels)) - 1),
-        n_pred=int(masks.max()),
+        n_pred=int(seg.masks.max()),
+        diameter=float(seg.diameter),
         ap=tuple(float(a) for a in ap),
-        seconds_flows=t1 - t0,
-        seconds_masks=t2 - t1,
+        seconds=seconds,
+        masks_path=masks_path,
+        seg_path=seg_path,
         overlay=overlay,
     )
 
 
-def time_random_forward(*, batch: int = 8, tile: int = 224, repeats: int = 3) -> float:
-    """Median seconds of one forward pass of a random-weights CPnet on ``batch`` tiles (CPU).
-
-    Examples
-    --------
-    >>> time_random_forward(batch=1, tile=32, repeats=1) > 0
-    True
-    """
-    import torch
-
+def _load_models(names, device: str) -> dict:
     from .model import Model
-    from .net import inference_forward
 
-    net = Model.random(seed=0, device="cpu").net
-    x = torch.from_numpy(np.random.default_rng(0).random((batch, 2, tile, tile), np.float32))
-    inference_forward(net, x)  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        inference_forward(net, x)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return {name: Model.load(name, device=device) for name in sorted(set(names))}
 
 
-def _summary_text(images, forward: float, batch: int, tile: int) -> str:
-    lines = [
-        "# cp2 demo summary",
-        "",
-        NO_MODEL_NOTE,
-        "",
-        "## labels -> flows -> masks round trip",
-        "",
-        "| image | shape | true | found | AP@0.5 | AP@0.75 | AP@0.9 | flows s | masks s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in images:
-        lines.append(
-            f"| {r.name} | {'x'.join(map(str, r.shape))} | {r.n_true} | {r.n_pred} | "
-            f"{r.ap[0]:.3f} | {r.ap[1]:.3f} | {r.ap[2]:.3f} | {r.seconds_flows:.2f} | "
-            f"{r.seconds_masks:.2f} |"
+# ----------------------------------------------------------------------------- human in the loop
+def _hitl_data(settings: DemoSettings):
+    """Seeded synthetic (train, test) lists of SyntheticImage for the HITL part."""
+    from .synthetic import touching_cells
+
+    shape = (settings.image_size, settings.image_size)
+    made = [
+        touching_cells(
+            shape,
+            diameter=settings.diameter,
+            style=settings.style,
+            seed=settings.seed * 1000 + 500 + i,
         )
-    lines += [
-        "",
-        "## network speed (random weights, CPU)",
-        "",
-        f"one forward pass of {batch} x {tile}x{tile} tiles: {forward:.3f} s",
-        "",
+        for i in range(settings.n_rounds + settings.n_test)
     ]
-    return "\n".join(lines)
+    return made[: settings.n_rounds], made[settings.n_rounds :]
 
 
+def _test_scores(model, test, diameter: float) -> tuple[float, float, np.ndarray]:
+    from .metrics import average_precision
+
+    preds = [model.segment(t.image, diameter=diameter).masks for t in test]
+    mean = average_precision([t.labels for t in test], preds, thresholds=(0.5, 0.75)).mean_ap
+    return float(mean[0]), float(mean[1]), preds[0]
+
+
+def _retrain(project, label: str, step: int, total: int, losses: list):
+    """Run one HITL retraining, collecting epoch losses and yielding epoch progress."""
+    from .train import EpochEvent
+
+    gen = project.iter_retrain(evaluate=False)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if isinstance(event, EpochEvent):
+            losses.append(float(event.loss))
+            yield DemoEvent(step, total, f"{label}: epoch {event.epoch + 1} loss {event.loss:.3f}")
+
+
+def _hitl_run(init: str, train, test, settings: DemoSettings, folder: Path, progress: list):
+    """One starting point through all rounds; ``progress`` = [step, total], updated in place."""
+    from .hitl import HitlProject, SimulatedAnnotator
+
+    start = settings.pretrained if init == "pretrained" else "scratch"
+    project = HitlProject.create(
+        folder / init,
+        images=[t.image for t in train],
+        ground_truth=[t.labels for t in train],
+        names=[f"{settings.style}_{i:02d}" for i in range(len(train))],
+        initial_model=start,
+        train_config=settings.train_config(),
+        diameter=settings.diameter,
+        device=settings.device,
+    )
+    ap50, ap75, first = _test_scores(project.load_model(), test, settings.diameter)
+    rounds = [HitlRound(0, None, 0, 0, 0, 0, ap50, ap75, 0.0, ())]
+    progress[0] += 1
+    yield DemoEvent(*progress, f"HITL {init} ({start}): start AP@0.5 {ap50:.3f}")
+    annotator, last = SimulatedAnnotator(), first
+    for r in range(1, settings.n_rounds + 1):
+        name = project.next_image()
+        correction = annotator.correct(project.truth(name), project.predict(name).masks)
+        project.accept(name, correction.labels)
+        losses: list[float] = []
+        record = yield from _retrain(project, f"HITL {init} round {r}", *progress, losses)
+        ap50, ap75, last = _test_scores(project.load_model(), test, settings.diameter)
+        n_true = int(len(np.unique(project.truth(name))) - 1)
+        rounds.append(HitlRound(r, name, n_true, correction.n_kept, correction.n_drawn,
+                                correction.n_deleted, ap50, ap75, record.train_seconds,
+                                tuple(losses)))  # fmt: skip
+        progress[0] += 1
+        yield DemoEvent(*progress, f"HITL {init} round {r}: drew {correction.n_drawn} ROIs, "
+                                   f"test AP@0.5 {ap50:.3f}")  # fmt: skip
+    return HitlRun(init, start, project.folder, tuple(rounds), (first, last))
+
+
+# ----------------------------------------------------------------------------- the demo
 def iter_demo(
     out_dir: str | os.PathLike,
     *,
     sample_dir: str | os.PathLike | None = None,
     quick: bool = False,
-    time_network: bool = True,
+    seed: int = 0,
+    settings: DemoSettings | None = None,
 ) -> Generator[DemoEvent, None, DemoResult]:
     """Run the demo, yielding progress; the generator's return value is the :class:`DemoResult`.
 
     Parameters
     ----------
     out_dir : path
-        Folder for the overlays and ``demo_summary.md`` (created if missing; earlier demo outputs
-        are replaced).
+        Output folder: new, empty, or an earlier demo output (see :func:`prepare_out_dir`).
     sample_dir : path, optional
         Folder of ``<name>.tif`` + ``<name>_masks.tif``; default :func:`default_sample_dir`.
     quick : bool
-        Only the two smallest images and one tile (for CI).
-    time_network : bool
-        Time the random-weights forward pass (False skips it and reports 0 s).
+        :meth:`DemoSettings.quick` (for CI: the real pipeline with tiny sizes).
+    seed : int
+        Seed of the HITL images and training.
+    settings : DemoSettings, optional
+        Explicit sizes (overrides ``quick`` and ``seed``).
+
+    Raises
+    ------
+    FileNotFoundError
+        Missing sample folder or no image/label pairs in it.
+    FileExistsError
+        ``out_dir`` is a non-empty folder that is not a demo output.
 
     Examples
     --------
     >>> import tempfile
-    >>> result = run_demo(tempfile.mkdtemp(), quick=True)
-    >>> len(result.images)
-    2
+    >>> result = run_demo(Path(tempfile.mkdtemp()) / "demo", quick=True)  # doctest: +SKIP
+    >>> [run.init for run in result.hitl]  # doctest: +SKIP
+    ['pretrained', 'scratch']
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    samples = find_samples(sample_dir or default_sample_dir())
-    if quick:
-        samples = sorted(samples, key=lambda s: s[1].stat().st_size)[:2]
-    total = len(samples) + 1
+    from .demo_report import write_report
+
+    t0 = time.perf_counter()
+    if settings is None:
+        settings = DemoSettings.quick(seed=seed) if quick else DemoSettings(seed=seed)
+    sample_dir = Path(sample_dir) if sample_dir is not None else default_sample_dir()
+    samples = _select_samples(find_samples(sample_dir), settings.max_samples_per_model)
+    out = prepare_out_dir(out_dir)
+    _write_manifest(out, settings, sample_dir)
+    progress = [0, len(samples) + 2 * (settings.n_rounds + 1) + 1]
+    images = yield from _segment_all(samples, out / "segmentation", settings, progress)
+    train, test = _hitl_data(settings)
+    runs = []
+    for init in ("pretrained", "scratch"):
+        run = yield from _hitl_run(init, train, test, settings, out / "hitl", progress)
+        runs.append(run)
+    partial = DemoResult(tuple(images), tuple(runs), settings, out, out, out, (), 0.0)
+    md, html, figures = write_report(partial, test_image=test[0])
+    result = dataclasses.replace(partial, report_md=md, report_html=html, figures=figures,
+                                 seconds=time.perf_counter() - t0)  # fmt: skip
+    progress[0] += 1
+    yield DemoEvent(*progress, f"report: {md}")
+    return result
+
+
+def _segment_all(samples, seg_dir: Path, settings: DemoSettings, progress: list):
+    seg_dir.mkdir(parents=True, exist_ok=True)
+    models = _load_models([model_for_sample(s[0]) for s in samples], settings.device)
     images = []
-    for k, (name, img, masks) in enumerate(samples):
-        images.append(_round_trip(name, img, masks, out))
-        yield DemoEvent(k + 1, total, f"{name}: AP@0.5 = {images[-1].ap[0]:.3f}")
-    batch = 1 if quick else 8
-    forward = time_random_forward(batch=batch, repeats=1 if quick else 3) if time_network else 0.0
-    yield DemoEvent(total, total, f"random-weights forward, {batch} tile(s): {forward:.3f} s")
-    summary = out / "demo_summary.md"
-    summary.write_text(_summary_text(images, forward, batch, 224), encoding="utf-8")
-    return DemoResult(tuple(images), forward, batch, 224, out, summary)
+    for name, img, masks in samples:
+        model = models[model_for_sample(name)]
+        images.append(_segment_sample(name, img, masks, model, seg_dir, settings.sample_crop))
+        progress[0] += 1
+        r = images[-1]
+        yield DemoEvent(*progress, f"{name} ({r.model}, diameter {r.diameter:.1f}): "
+                                   f"AP@0.5 {r.ap[0]:.3f}, AP@0.75 {r.ap[1]:.3f}")  # fmt: skip
+    return images
 
 
-def run_demo(out_dir, *, sample_dir=None, quick: bool = False) -> DemoResult:
+def run_demo(
+    out_dir, *, sample_dir=None, quick: bool = False, seed: int = 0, settings=None
+) -> DemoResult:
     """Run :func:`iter_demo` to the end and return its result (see there for parameters).
 
     Examples
     --------
     >>> import tempfile
-    >>> run_demo(tempfile.mkdtemp(), quick=True).forward_batch
-    1
+    >>> run_demo(Path(tempfile.mkdtemp()) / "demo", quick=True).report_md.name  # doctest: +SKIP
+    'report.md'
     """
-    gen = iter_demo(out_dir, sample_dir=sample_dir, quick=quick)
+    gen = iter_demo(out_dir, sample_dir=sample_dir, quick=quick, seed=seed, settings=settings)
     return drain(gen)

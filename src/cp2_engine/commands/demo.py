@@ -1,4 +1,5 @@
-"""``cp2 demo``: run the engine on the bundled sample images and report what it measured."""
+"""``cp2 demo``: segment the sample images with the bundled models, run a simulated human in the
+loop, and write a report (see :mod:`cp2_engine.demo`)."""
 
 from __future__ import annotations
 
@@ -7,54 +8,66 @@ from pathlib import Path
 
 NAME = "demo"
 HELP = (
-    "round-trip the sample images (labels -> flows -> masks, AP, overlays) and time the "
-    "network with random weights (the bundled models are used by cp2 segment)"
+    "segment the sample images with the bundled models (masks, _seg.npy, overlays, AP), run 3 "
+    "simulated human-in-the-loop rounds (pretrained vs scratch) and write report.md/.html"
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``cp2 demo`` arguments to ``parser``."""
-    parser.add_argument("--out", type=Path, default=Path("demo_output"), help="output folder")
     parser.add_argument(
-        "--samples", type=Path, default=None, help="folder of <name>.tif + <name>_masks.tif"
+        "--out",
+        type=Path,
+        default=Path("demo_output"),
+        help="output folder: new, empty, or an earlier demo output (which is replaced); any "
+        "other non-empty folder is refused",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="two small images and one tile (for CI)"
+        "--sample-dir",
+        "--samples",
+        dest="sample_dir",
+        type=Path,
+        default=None,
+        help="folder of <name>.tif + <name>_masks.tif (default: the bundled sample_data/)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the HITL images and training")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes for CI (one sample per model, 96-px HITL images, 2 epochs per round)",
     )
 
 
-def _print_table(result) -> None:
-    print(f"\n{'image':<24} {'true':>5} {'found':>5} {'AP@0.5':>7} {'AP@0.75':>8} {'AP@0.9':>7}")
-    for r in result.images:
-        print(
-            f"{r.name:<24} {r.n_true:>5} {r.n_pred:>5} {r.ap[0]:>7.3f} {r.ap[1]:>8.3f} "
-            f"{r.ap[2]:>7.3f}"
-        )
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run the demo, print progress, the AP table and where the outputs are."""
+def _drive(gen):
+    """Show the demo's progress with tqdm; return the generator's result."""
     from tqdm import tqdm
 
-    from ..demo import NO_MODEL_NOTE, iter_demo
-
-    print(NO_MODEL_NOTE)
-    gen = iter_demo(args.out, sample_dir=args.samples, quick=args.quick)
+    last_step = 0
     with tqdm(total=None, unit="step", desc="cp2 demo") as bar:
         while True:
             try:
                 event = next(gen)
             except StopIteration as stop:
-                result = stop.value
-                break
+                return stop.value
             bar.total = event.total
-            bar.update(1)
-            bar.set_postfix_str(event.message[:60])
-            tqdm.write(event.message)
-    _print_table(result)
-    print(
-        f"\nnetwork with random weights: {result.forward_seconds:.3f} s per forward pass of "
-        f"{result.forward_batch} x {result.tile}x{result.tile} tiles (CPU)"
+            bar.n = event.step
+            bar.set_postfix_str(event.message[-50:])
+            if event.step != last_step:
+                tqdm.write(event.message)
+                last_step = event.step
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo, print progress, a summary table, the report paths and napari hints."""
+    from ..demo import iter_demo
+    from ..demo_report import napari_hint, summary_lines
+
+    result = _drive(
+        iter_demo(args.out, sample_dir=args.sample_dir, quick=args.quick, seed=args.seed)
     )
-    print(f"overlays and summary: {result.out_dir} ({result.summary.name})")
+    print()
+    print("\n".join(summary_lines(result)))
+    print(f"\nreport: {result.report_html} (open in a browser) and {result.report_md}")
+    print(f"demo finished in {result.seconds:.0f} s\n\nopen the results in napari:")
+    print("\n".join(f"  {line}" for line in napari_hint(result)))
     return 0
