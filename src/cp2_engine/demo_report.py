@@ -28,13 +28,12 @@ def _figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), dpi=100)
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png")
     return path
@@ -84,7 +83,8 @@ def _plot_rois(runs, path: Path) -> Path:
     ax.plot([r.round for r in runs[0].rounds[1:]], true, "k_", ms=30, mew=2, label="ROIs in image")
     ax.set(xlabel="HITL round", ylabel="ROIs the annotator drew")
     ax.set_xticks([r.round for r in runs[0].rounds[1:]])
-    ax.legend(fontsize="small", frameon=False)
+    ax.legend(fontsize="small", frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              ncol=3)  # fmt: skip
     return _save(fig, path)
 
 
@@ -204,8 +204,9 @@ def _hitl_blocks(result) -> list:
         (
             "p",
             f"Shortened training to fit the demo's time: {s.n_epochs} epochs per round, "
-            f"{s.bsize}-px crops, {s.batch_size} crops per step (the defaults are 100 "
-            "epochs, 224-px crops, 8 crops per step).",
+            f"{s.bsize}-px crops, {s.batch_size} crops per step, learning rate "
+            f"{s.learning_rate:g} (the defaults are 100 epochs, 224-px crops, 8 crops per step, "
+            "learning rate 0.1 for a pretrained start and 0.2 from scratch).",
         ),
         ("table", header, rows),
         (

@@ -86,6 +86,7 @@ def test_hitl_numbers_have_the_right_shape(tiny_run):
         # the project on disk agrees: one accepted image and one model per round
         assert len(list((run.project / "corrected").glob("*_masks.tif"))) == _TINY.n_rounds
         assert len(list((run.project / "models").glob("round_???"))) == _TINY.n_rounds
+        assert not list((run.project / "models").glob("*.ckpt"))  # resume files removed
         assert len(run.example_masks) == 2
 
 

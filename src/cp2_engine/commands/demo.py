@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="tiny sizes for CI (one sample per model, 96-px HITL images, 2 epochs per round)",
+        help="tiny sizes for CI: one 128-px sample crop per model, 64-px HITL images, 1 epoch "
+        "per round (the real pipeline end to end)",
     )
 
 
