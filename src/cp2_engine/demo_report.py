@@ -16,7 +16,7 @@ import numpy as np
 
 from .io import atomic_write
 
-__all__ = ["napari_hint", "summary_lines", "write_report"]
+__all__ = ["napari_hint", "summary_lines", "to_html", "to_markdown", "write_report"]
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def to_markdown(blocks: list) -> str:
     Examples
     --------
     >>> to_markdown([("h1", "T"), ("table", ("a",), [(1,)])]).splitlines()[2:]
-    ['| a |', '| --- |', '| 1 |', '']
+    ['| a |', '| --- |', '| 1 |']
     """
     out = []
     for kind, *args in blocks:
