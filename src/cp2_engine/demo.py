@@ -302,8 +302,9 @@ def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
     """Check and prepare the output folder; return it.
 
     A new or empty folder is used as is. A folder holding :data:`MANIFEST` is an earlier demo
-    output: its ``hitl/`` projects are removed and its other files replaced. Any other non-empty
-    folder is refused, so user files are never overwritten.
+    output: its ``hitl/`` projects are removed and its other files replaced (so is a folder holding
+    only what the earlier round-trip demo wrote). Any other non-empty folder is refused, so user
+    files are never overwritten.
 
     Raises
     ------
@@ -320,7 +321,7 @@ def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file; expected a new or empty folder")
     if out.is_dir() and any(out.iterdir()):
-        if not (out / MANIFEST).is_file():
+        if not (out / MANIFEST).is_file() and not _is_old_demo_output(out):
             raise FileExistsError(
                 f"{out} is not empty and is not a cp2 demo output (no {MANIFEST}); "
                 "choose a new or empty folder: the demo never overwrites other files"
@@ -329,6 +330,13 @@ def prepare_out_dir(out_dir: str | os.PathLike) -> Path:
         shutil.rmtree(out / "hitl", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def _is_old_demo_output(out: Path) -> bool:
+    """Whether ``out`` holds only what the earlier round-trip demo wrote (no manifest then)."""
+    names = [p.name for p in out.iterdir()]
+    ours = [n for n in names if n == "demo_summary.md" or n.endswith("_roundtrip_overlay.png")]
+    return "demo_summary.md" in names and len(ours) == len(names)
 
 
 def _write_manifest(out: Path, settings: DemoSettings, sample_dir: Path) -> None:

@@ -118,6 +118,14 @@ def test_refuses_a_foreign_non_empty_folder(tmp_path, samples):
         run_demo(out, sample_dir=samples[0], settings=_TINY)
     assert (out / "notes.txt").read_text() == "keep me"
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    (out / "demo_summary.md").write_text("# cp2 demo summary")  # old demo + a user file
+    with pytest.raises(FileExistsError, match="not a cp2 demo output"):
+        prepare_out_dir(out)
+    old = tmp_path / "old_demo"  # what the earlier round-trip demo wrote is replaced
+    old.mkdir()
+    (old / "demo_summary.md").write_text("# cp2 demo summary")
+    (old / "a_roundtrip_overlay.png").write_bytes(b"png")
+    assert prepare_out_dir(old) == old
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="is a file"):
         prepare_out_dir(tmp_path / "file")
