@@ -66,6 +66,31 @@ def _suffix(path: Path) -> str:
     return path.suffix.lower()
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _process_umask()
+
+
+def give_default_permissions(path) -> None:
+    """Give a file made by :func:`tempfile.mkstemp` (mode 0600) the mode ``open()`` would give.
+
+    Without this, every atomically written result would be readable by its owner only.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> fd, tmp = tempfile.mkstemp(); os.close(fd)
+    >>> give_default_permissions(tmp)
+    >>> oct(pathlib.Path(tmp).stat().st_mode & 0o777) == oct(0o666 & ~_UMASK)
+    True
+    """
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
 def atomic_write_file(path, write) -> Path:
     """Call ``write(fileobj)`` on a temp file beside ``path`` (binary), then move it onto ``path``.
 
@@ -85,6 +110,7 @@ def atomic_write_file(path, write) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        give_default_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -131,6 +157,7 @@ def atomic_write(path, *, overwrite: bool = True) -> Iterator[Path]:
     try:
         yield tmp
         _refuse_existing(path, overwrite)
+        give_default_permissions(tmp)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -40,6 +40,7 @@ from skimage.segmentation import relabel_sequential
 from ._device import resolve_device
 from ._generators import drain
 from .augment import random_rotate_and_resize
+from .io import give_default_permissions
 from .losses import flow_loss
 
 logger = logging.getLogger(__name__)
@@ -401,6 +402,7 @@ def _atomic_save(obj, path: Path, writer) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             writer(obj, fh)
+        give_default_permissions(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -201,3 +201,17 @@ def test_find_image_label_pairs_layouts(tmp_path, rng):
     ]
     with pytest.raises(FileNotFoundError):
         io.find_image_label_pairs(tmp_path / "nope")
+
+
+def test_atomic_writes_give_files_the_usual_permissions(tmp_path):
+    # mkstemp makes 0600 files: results must be as readable as files written with open()
+    reference = tmp_path / "plain.txt"
+    reference.write_text("x")
+    expected = reference.stat().st_mode & 0o777
+    assert expected != 0o600, "test needs a umask that differs from mkstemp's 0600"
+    written = [io.atomic_write_file(tmp_path / "a.bin", lambda f: f.write(b"a"))]
+    with io.atomic_write(tmp_path / "b.npy") as tmp:
+        np.save(tmp, np.arange(3))
+    written.append(tmp_path / "b.npy")
+    for path in written:
+        assert path.stat().st_mode & 0o777 == expected, path.name
