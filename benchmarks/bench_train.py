@@ -142,7 +142,7 @@ def _cellpose_python() -> str | None:
     return path if Path(path).exists() else None
 
 
-def _full_round(threads: int) -> float:
+def _full_round(threads: int, *, bf16: bool = False) -> float:
     import torch
 
     from cp2_engine.net import CPnet
@@ -154,7 +154,7 @@ def _full_round(threads: int) -> float:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = CPnet()
-    cfg = TrainConfig(mode="online", n_epochs=100, device="cpu")
+    cfg = TrainConfig(mode="online", n_epochs=100, device="cpu", bf16=bf16)
     t0 = time.perf_counter()
     train(net, [c.image for c in cells], [c.labels for c in cells], config=cfg)
     return time.perf_counter() - t0
@@ -164,7 +164,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 timed steps, fp32 only")
     parser.add_argument("--full", action="store_true", help="also time a real 100-epoch round")
+    parser.add_argument("--bf16", action="store_true", help="run the --full round in bf16")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat, report per-round ratios")
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args(argv)
     steps = 2 if args.quick else 4
@@ -174,22 +176,47 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         aug = _make_batch(folder, args.batch)
-        results = {}
         cellpose = _cellpose_python()
-        if cellpose:
-            results["cellpose"] = _run(
-                cellpose, _CELLPOSE_WORKER, folder, "cellpose", steps, args.threads
-            )
-        else:
+        if not cellpose:
             print("reference cellpose venv not found: cp2 rows only")
-        for v in variants:
-            results[f"cp2 {v}"] = _run(
-                sys.executable, _CP2_WORKER, folder, f"cp2_{v}", steps, args.threads, v
-            )
-    _report(results, aug, args.batch)
+        rounds = [
+            _one_round(folder, cellpose, variants, steps, args.threads) for _ in range(args.rounds)
+        ]
+    _report(rounds[-1], aug, args.batch)
+    if len(rounds) > 1 and cellpose:
+        _report_rounds(rounds)
     if args.full:
-        print(f"HITL round measured with train(): {_full_round(args.threads):.1f} s")
+        seconds = _full_round(args.threads, bf16=args.bf16)
+        print(f"HITL round measured with train() ({'bf16' if args.bf16 else 'fp32'}): "
+              f"{seconds:.1f} s")  # fmt: skip
     return 0
+
+
+def _one_round(folder: Path, cellpose, variants, steps: int, threads: int) -> dict:
+    """Time Cellpose and every cp2 variant once each, one after the other."""
+    results = {}
+    if cellpose:
+        results["cellpose"] = _run(cellpose, _CELLPOSE_WORKER, folder, "cellpose", steps, threads)
+    for v in variants:
+        results[f"cp2 {v}"] = _run(
+            sys.executable, _CP2_WORKER, folder, f"cp2_{v}", steps, threads, v
+        )
+    return results
+
+
+def _report_rounds(rounds: list[dict]) -> None:
+    """Per-round throughput ratios: each round's Cellpose and cp2 runs are minutes apart at
+    most, so machine-speed drift between rounds cancels in the per-round ratio."""
+    for name in rounds[0]:
+        if name == "cellpose":
+            continue
+        ratios = [
+            statistics.median(r["cellpose"]["times"]) / statistics.median(r[name]["times"])
+            for r in rounds
+        ]
+        listed = ", ".join(f"{x:.2f}" for x in ratios)
+        median = statistics.median(ratios)
+        print(f"{name}: per-round ratio vs cellpose {listed}; median {median:.2f}x")
 
 
 def _report(results: dict, aug: float, batch: int) -> None:

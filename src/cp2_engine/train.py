@@ -99,8 +99,9 @@ class TrainConfig:
         float16 autocast with gradient scaling on CUDA (ignored elsewhere).
     bf16 : bool
         bfloat16 autocast on the CPU.
-    channels_last : bool
-        Use the channels-last memory format for the net and its input.
+    channels_last : bool or None
+        Use the channels-last memory format for the net and its input. None (default): on the
+        CPU only, where a training step is about 8% faster with it (benchmarks/bench_train.py).
 
     Examples
     --------
@@ -129,7 +130,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     bf16: bool = False
-    channels_last: bool = False
+    channels_last: bool | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
@@ -396,6 +397,12 @@ def _autocast(device: torch.device, config: TrainConfig):
     return contextlib.nullcontext()
 
 
+def _use_channels_last(config: TrainConfig, device: torch.device) -> bool:
+    if config.channels_last is None:
+        return device.type == "cpu"
+    return bool(config.channels_last)
+
+
 # ----------------------------------------------------------------------------- files
 def _atomic_save(obj, path: Path, writer) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -539,7 +546,7 @@ def _batch(data: _Data, idx, rng, config: TrainConfig, diam_mean: float, device,
         device=device,
     )
     x = batch.images
-    if config.channels_last:
+    if _use_channels_last(config, torch.device(device)):
         x = x.contiguous(memory_format=torch.channels_last)
     return x, batch.target()
 
@@ -605,7 +612,7 @@ def _setup(model_or_net, images, labels, config, test_images, test_labels):
     diam_labels = float(np.mean(data.diameters))
     net.diam_labels.data.fill_(diam_labels)
     net = net.to(device)
-    if config.channels_last:
+    if _use_channels_last(config, device):
         net = net.to(memory_format=torch.channels_last)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(

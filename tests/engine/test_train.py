@@ -340,3 +340,29 @@ def test_cli_train_with_recipe_and_resume(tmp_path):
     assert load_checkpoint(ckpt)["epoch"] == 1
     recipe.write_text("[train]\nepochs = 3\n")
     assert main([*argv, "--no-progress"]) == 2  # unknown key -> clear error, exit status 2
+
+
+def test_cli_flags_reach_the_training_config():
+    import argparse
+
+    from cp2_engine.commands import train as train_cmd
+
+    parser = argparse.ArgumentParser()
+    train_cmd.add_arguments(parser)
+    plain = train_cmd._build_config(parser.parse_args([]), {})
+    assert (plain.bf16, plain.channels_last) == (False, None)
+    fast = train_cmd._build_config(parser.parse_args(["--bf16", "--channels-last"]), {})
+    assert (fast.bf16, fast.channels_last) == (True, True)
+    from_recipe = train_cmd._build_config(parser.parse_args([]), {"bf16": True})
+    assert from_recipe.bf16 is True
+
+
+def test_cpu_training_uses_channels_last_by_default():
+    images, labels = _data(3)
+    default = train(_small_net(), images, labels, config=_cfg(n_epochs=2))
+    explicit = train(_small_net(), images, labels, config=_cfg(n_epochs=2, channels_last=True))
+    plain = train(_small_net(), images, labels, config=_cfg(n_epochs=2, channels_last=False))
+    kernel = next(p for p in default.net.parameters() if p.ndim == 4)
+    assert kernel.is_contiguous(memory_format=torch.channels_last)
+    np.testing.assert_array_equal(default.losses, explicit.losses)
+    np.testing.assert_allclose(default.losses, plain.losses, rtol=1e-3)
