@@ -265,6 +265,7 @@ def _segment_block(block_src, crop, core, segmenter, kwargs, part_path, margin):
     """Worker task: segment one crop, keep the owned cells, write them to the block's part."""
     import zarr
 
+    _pin_threads_to_worker()
     part = zarr.open_array(part_path, mode="r")
     if part.attrs.get("done"):
         return int(part.attrs["n_cells"]), True
@@ -281,6 +282,25 @@ def _segment_block(block_src, crop, core, segmenter, kwargs, part_path, margin):
     areas = np.bincount(owned.ravel(), minlength=n + 1)[1:]
     part.attrs.update({"n_cells": n, "areas": areas.tolist(), "done": True})
     return n, False
+
+
+def _pin_threads_to_worker() -> None:
+    """Use as many torch and numba threads as the dask worker has (1 in cp2's LocalCluster).
+
+    Without this each worker process runs torch's and numba's default of one thread per core,
+    so n workers oversubscribe the cores n-fold.
+    """
+    try:
+        from distributed import get_worker
+
+        n = int(get_worker().state.nthreads)
+    except (ImportError, ValueError, AttributeError):
+        return  # not inside a dask worker
+    import numba
+    import torch
+
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+    torch.set_num_threads(n)  # after numba: starting numba's OpenMP layer can reset torch's
 
 
 _SEGMENTER_CACHE: dict = {}

@@ -263,3 +263,30 @@ def test_cli_segments_a_zarr_into_a_zarr(tmp_path):
     assert zarr.open_array(str(out), mode="r").shape == (256, 256)
     assert main(args) == 2  # the output exists now: refused without --overwrite
     assert main([*args[:-4], "--blocksize", "128"]) == 2  # no --diameter: a clear error
+
+
+def _threads_after_pinning():
+    import numba
+    import torch
+
+    from cp2_engine.flows import masks_to_flows
+    from cp2_engine.large import _pin_threads_to_worker
+    from cp2_engine.synthetic import touching_cells
+
+    _pin_threads_to_worker()
+    masks_to_flows(touching_cells((96, 96), diameter=20, seed=0).labels)  # a numba kernel
+    return torch.get_num_threads(), numba.get_num_threads()
+
+
+def test_block_workers_use_one_thread_each():
+    # two 1-thread workers used to run numba (and then torch) with one thread per core each,
+    # oversubscribing the cores; the block task now pins both to the worker's thread count
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        assert client.submit(_threads_after_pinning, pure=False).result() == (1, 1)
