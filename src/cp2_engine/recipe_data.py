@@ -185,6 +185,29 @@ def _schedule(table: Any, where: str) -> ScheduleConfig:
     return ScheduleConfig(cycles=cycles, **fields)
 
 
+def read_recipe_toml(path: str | os.PathLike) -> dict:
+    """The parsed TOML of a recipe file, with clear errors for a missing or malformed file.
+
+    Examples
+    --------
+    >>> read_recipe_toml("no/such/recipe.toml")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: recipe not found: no/such/recipe.toml
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError as err:  # Python 3.10
+        raise ValueError("recipes need Python >= 3.11 (tomllib)") from err
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"recipe {path} is not valid TOML: {err}") from err
+
+
 def load_bundled_recipe(path: str | os.PathLike) -> BundledRecipe:
     """Read and validate a bundled-model recipe (TOML with ``[[sources]]``).
 
@@ -205,15 +228,8 @@ def load_bundled_recipe(path: str | os.PathLike) -> BundledRecipe:
     >>> r.name, r.train.cycles  # doctest: +SKIP
     ('cp2_cyto', (660,))
     """
-    import tomllib
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"recipe {path} is not valid TOML: {err}") from err
+    data = read_recipe_toml(path)
     where = f"recipe {path}"
     _check_keys(data, _TOP, _TOP_OPT, where)
     if not isinstance(data["sources"], list) or not data["sources"]:

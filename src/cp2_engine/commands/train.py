@@ -104,18 +104,10 @@ def load_recipe(path: Path) -> tuple[dict, dict]:
     >>> load_recipe(p)
     ({'n_epochs': 5}, {'pretrained': 'scratch'})
     """
+    from ..recipe_data import read_recipe_toml
     from ..train import TrainConfig
 
-    try:
-        import tomllib
-    except ModuleNotFoundError as err:  # Python 3.10
-        raise ValueError("--recipe needs Python >= 3.11 (tomllib)") from err
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe not found: {path}")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"recipe {path} is not valid TOML: {err}") from err
+    data = read_recipe_toml(path)
     train_table = data.pop("train", {})
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(train_table) - fields)
