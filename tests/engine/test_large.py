@@ -152,6 +152,29 @@ def test_rerun_after_crash_skips_finished_blocks(tmp_path, client):
     assert _ap50(single, zarr.open_array(str(out))[:]) >= 0.99
 
 
+def test_block_tasks_read_their_crop_without_submitting_dask_tasks(tmp_path, client):
+    # block tasks used to read their crop with dask's compute(), which went back to the
+    # scheduler from inside the task: a 1-thread worker then started a second block while the
+    # first waited (two crops in memory, one worker idle at the end: 0.46x per core)
+    from distributed import get_task_stream
+
+    sample = touching_cells((256, 256), diameter=DIAM, seed=6, irregularity=0.1)
+    zpath = tmp_path / "image.zarr"
+    zarr.create_array(str(zpath), data=sample.image, chunks=(100, 100))
+    with get_task_stream(client) as stream:
+        segment_large(
+            str(zpath),
+            model=SEGMENTER,
+            diameter=DIAM,
+            out=tmp_path / "l.zarr",
+            blocksize=128,
+            cluster=client,
+        )
+    keys = [str(task["key"]) for task in stream.data]
+    assert sum(k.startswith("cp2-block-") for k in keys) == 4
+    assert all(k.startswith(("cp2-block-", "_pair_duplicates", "_write_chunk")) for k in keys)
+
+
 def test_owned_cells_keeps_cells_by_centroid():
     masks = np.zeros((20, 20), np.int32)
     masks[0:6, 8:14] = 3  # centroid (2.5, 10.5): inside core rows 0..9 cols 10..19
