@@ -18,6 +18,7 @@ Usage::
     python benchmarks/bench_train.py --quick   # 2 timed steps, fp32 only
     python benchmarks/bench_train.py           # 4 timed steps, fp32 / channels-last / bf16
     python benchmarks/bench_train.py --full    # ... plus a real 100-epoch round with train()
+                                               # (default precision; --bf16 or --fp32 to force)
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def _cellpose_python() -> str | None:
     return path if Path(path).exists() else None
 
 
-def _full_round(threads: int, *, bf16: bool = False) -> float:
+def _full_round(threads: int, *, bf16: bool | None = None) -> float:
     import torch
 
     from cp2_engine.net import CPnet
@@ -164,7 +165,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 timed steps, fp32 only")
     parser.add_argument("--full", action="store_true", help="also time a real 100-epoch round")
-    parser.add_argument("--bf16", action="store_true", help="run the --full round in bf16")
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument("--bf16", action="store_true", help="run the --full round in bf16")
+    precision.add_argument("--fp32", action="store_true", help="run the --full round in fp32")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1, help="repeat, report per-round ratios")
     parser.add_argument("--batch", type=int, default=8)
@@ -186,8 +189,10 @@ def main(argv=None) -> int:
     if len(rounds) > 1 and cellpose:
         _report_rounds(rounds)
     if args.full:
-        seconds = _full_round(args.threads, bf16=args.bf16)
-        print(f"HITL round measured with train() ({'bf16' if args.bf16 else 'fp32'}): "
+        bf16 = True if args.bf16 else False if args.fp32 else None
+        seconds = _full_round(args.threads, bf16=bf16)
+        how = {True: "bf16", False: "fp32", None: "default precision"}[bf16]
+        print(f"HITL round measured with train() ({how}): "
               f"{seconds:.1f} s")  # fmt: skip
     return 0
 

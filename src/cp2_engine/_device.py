@@ -45,3 +45,29 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     if kind == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device 'mps' was requested but torch sees no Apple MPS device")
     return torch.device(spec)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU computes bfloat16 natively (AVX-512 BF16 or AMX).
+
+    Without these instructions oneDNN emulates bfloat16, which is slower than float32, so cp2
+    only turns on bfloat16 autocast by default where this is True.
+
+    Examples
+    --------
+    >>> isinstance(cpu_has_native_bf16(), bool)
+    True
+    """
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    for name in checks:
+        check = getattr(torch.cpu, name, None)
+        if check is not None and check():
+            return True
+    if all(getattr(torch.cpu, name, None) is not None for name in checks):
+        return False
+    try:  # an older torch without the probes: read the CPU flags (Linux)
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = fh.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from skimage.segmentation import relabel_sequential
 
-from ._device import resolve_device
+from ._device import cpu_has_native_bf16, resolve_device
 from ._generators import drain
 from .augment import random_rotate_and_resize
 from .io import give_default_permissions
@@ -97,8 +97,12 @@ class TrainConfig:
         "auto", "cpu", "cuda", "cuda:N" or "mps".
     amp : bool
         float16 autocast with gradient scaling on CUDA (ignored elsewhere).
-    bf16 : bool
-        bfloat16 autocast on the CPU.
+    bf16 : bool or None
+        bfloat16 autocast on the CPU. None (default): on where the CPU computes bfloat16
+        natively (AVX-512 BF16 or AMX), off elsewhere. A whole HITL round in bf16 (100 epochs,
+        ``benchmarks/bench_bf16_round.py``) ended at the same loss as fp32 (0.1629 vs 0.1627 over
+        the last 10 epochs, moving averages never more than 0.0011 apart) and the same test AP,
+        2.6x faster on 2 cores.
     channels_last : bool or None
         Use the channels-last memory format for the net and its input. None (default): on the
         CPU only, where a training step is about 8% faster with it (benchmarks/bench_train.py).
@@ -129,7 +133,7 @@ class TrainConfig:
     test_every: int = 10
     device: str = "auto"
     amp: bool = True
-    bf16: bool = False
+    bf16: bool | None = None
     channels_last: bool | None = None
 
     def __post_init__(self) -> None:
@@ -392,9 +396,17 @@ def _resolve_net(model_or_net, seed: int) -> tuple[torch.nn.Module, bool]:
 def _autocast(device: torch.device, config: TrainConfig):
     if device.type == "cuda" and config.amp:
         return torch.autocast("cuda", dtype=torch.float16)
-    if device.type == "cpu" and config.bf16:
+    if _use_bf16(config, device):
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def _use_bf16(config: TrainConfig, device: torch.device) -> bool:
+    if device.type != "cpu":
+        return False
+    if config.bf16 is None:
+        return cpu_has_native_bf16()
+    return bool(config.bf16)
 
 
 def _use_channels_last(config: TrainConfig, device: torch.device) -> bool:

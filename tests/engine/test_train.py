@@ -350,9 +350,10 @@ def test_cli_flags_reach_the_training_config():
     parser = argparse.ArgumentParser()
     train_cmd.add_arguments(parser)
     plain = train_cmd._build_config(parser.parse_args([]), {})
-    assert (plain.bf16, plain.channels_last) == (False, None)
+    assert (plain.bf16, plain.channels_last) == (None, None)  # None: decided per device
     fast = train_cmd._build_config(parser.parse_args(["--bf16", "--channels-last"]), {})
     assert (fast.bf16, fast.channels_last) == (True, True)
+    assert train_cmd._build_config(parser.parse_args(["--no-bf16"]), {}).bf16 is False
     from_recipe = train_cmd._build_config(parser.parse_args([]), {"bf16": True})
     assert from_recipe.bf16 is True
 
@@ -366,3 +367,23 @@ def test_cpu_training_uses_channels_last_by_default():
     assert kernel.is_contiguous(memory_format=torch.channels_last)
     np.testing.assert_array_equal(default.losses, explicit.losses)
     np.testing.assert_allclose(default.losses, plain.losses, rtol=1e-3)
+
+
+def test_bf16_is_the_cpu_default_only_where_the_cpu_has_native_bf16(monkeypatch):
+    from cp2_engine import train as train_mod
+
+    cpu, other = torch.device("cpu"), torch.device("meta")
+    for native in (True, False):
+        monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda native=native: native)
+        assert train_mod._use_bf16(TrainConfig(), cpu) is native
+        assert train_mod._use_bf16(TrainConfig(bf16=True), cpu) is True
+        assert train_mod._use_bf16(TrainConfig(bf16=False), cpu) is False
+        assert train_mod._use_bf16(TrainConfig(bf16=True), other) is False  # CPU autocast only
+    monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: True)
+    images, labels = _data(3)
+    auto = train(_small_net(), images, labels, config=_cfg(n_epochs=2))
+    forced = train(_small_net(), images, labels, config=_cfg(n_epochs=2, bf16=True))
+    fp32 = train(_small_net(), images, labels, config=_cfg(n_epochs=2, bf16=False))
+    np.testing.assert_array_equal(auto.losses, forced.losses)
+    assert not np.array_equal(auto.losses, fp32.losses)  # autocast really ran in bf16
+    np.testing.assert_allclose(auto.losses, fp32.losses, rtol=0.05)

@@ -61,9 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.add_argument(
         "--bf16",
-        action="store_const",
-        const=True,
-        help="bfloat16 autocast on the CPU (~2x faster with AVX-512 BF16; see bench_train.py)",
+        action=argparse.BooleanOptionalAction,
+        help="bfloat16 autocast on the CPU (default: on where the CPU has AVX-512 BF16 or AMX, "
+        "about 2x faster there; --no-bf16 forces float32)",
     )
     parser.add_argument(
         "--channels-last", action="store_const", const=True, help="channels-last memory format"
