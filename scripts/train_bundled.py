@@ -21,25 +21,25 @@ from pathlib import Path
 
 import torch
 
+from cp2_engine._generators import drain
 from cp2_engine.recipe_training import TIME_PROBE_STEPS, iter_train_recipe
 
 
 def _log_progress(gen):
     """Drain ``gen``, logging each checkpoint and finished cycle; return its result."""
-    last = []
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
+    last: list[float] = []
+
+    def log(event) -> None:
         name = type(event).__name__
         if name == "StepEvent":
-            last = [*last[-49:], event.loss]
+            last[:] = [*last[-49:], event.loss]
         elif name == "CheckpointSaved":
             logging.info("step %d: mean loss of the last %d steps %.4f", event.epoch, len(last),
                          sum(last) / max(1, len(last)))  # fmt: skip
         elif name in ("DataPrepared", "CycleStarted", "CycleFinished", "Installed"):
             logging.info("%s", event)
+
+    return drain(gen, on_event=log)
 
 
 def main(argv=None) -> int:

@@ -222,3 +222,20 @@ def test_cli_reports_missing_inputs(tmp_path, capsys):
 
     assert main(["zoo", "route", str(tmp_path / "nope.tif"), "--zoo", str(tmp_path)]) == 2
     assert "zoo.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_build_shows_progress_and_writes_a_zoo(tmp_path, capsys):
+    from cp2_engine.cli import main
+    from cp2_engine.zoo.store import load_zoo
+
+    images, labels, _ = two_style_data()
+    data = write_folder(tmp_path / "data", images, labels)
+    out = tmp_path / "zoo"
+    argv = ["zoo", "build", str(data), "--out", str(out), "--base", "random"]
+    argv += ["--neighbors", "1", "--epochs", "1", "--device", "cpu", "--no-generalist"]
+    assert main(argv) == 0
+    printed = capsys.readouterr()
+    assert f"zoo written to {out}" in printed.out
+    assert "cluster" in printed.err  # the progress bar's stage messages
+    assert len(load_zoo(out).manifest.clusters) >= 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._generators import drain
+
 NAME = "demo"
 HELP = (
     "segment the sample images with the bundled models (masks, _seg.npy, overlays, AP), run 3 "
@@ -43,19 +45,18 @@ def _drive(gen):
     """Show the demo's progress with tqdm; return the generator's result."""
     from tqdm import tqdm
 
-    last_step = 0
+    last_step = [0]
+
+    def show(event) -> None:
+        bar.total = event.total
+        bar.n = event.step
+        bar.set_postfix_str(event.message[-50:])
+        if event.step != last_step[0]:
+            tqdm.write(event.message)
+            last_step[0] = event.step
+
     with tqdm(total=None, unit="step", desc="cp2 demo") as bar:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            bar.total = event.total
-            bar.n = event.step
-            bar.set_postfix_str(event.message[-50:])
-            if event.step != last_step:
-                tqdm.write(event.message)
-                last_step = event.step
+        return drain(gen, on_event=show)
 
 
 def run(args: argparse.Namespace) -> int:

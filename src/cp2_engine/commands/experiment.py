@@ -7,6 +7,8 @@ import dataclasses
 import time
 from pathlib import Path
 
+from .._generators import drain
+
 NAME = "experiment"
 HELP = (
     "run a paper experiment (learning-curve, hitl-vs-offline) on a labelled folder or synthetic "
@@ -125,12 +127,7 @@ def run(args: argparse.Namespace) -> int:
         gen = iter_hitl_vs_offline(
             data, pretrained=pretrained, settings=settings, workdir=_new_workdir(args.out)
         )
-    while True:
-        try:
-            _print_event(next(gen))
-        except StopIteration as stop:
-            rows = stop.value
-            break
+    rows = drain(gen, on_event=_print_event)
     for path in write_results(rows, args.out, name=args.name):
         print(f"wrote {path}")
     return 0

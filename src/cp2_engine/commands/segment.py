@@ -13,6 +13,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from .._generators import drain
+
 logger = logging.getLogger(__name__)
 
 NAME = "segment"
@@ -178,17 +180,15 @@ def _run_large(args: argparse.Namespace) -> int:
             "min_size": args.min_size,
         },
     )
+
+    def show(event) -> None:
+        bar.total = event.total
+        bar.set_description(f"cp2 segment ({type(event).__name__})")
+        bar.n = event.done
+        bar.refresh()
+
     with tqdm(unit="block", desc="cp2 segment (blocks)") as bar:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            bar.total = event.total
-            bar.set_description(f"cp2 segment ({type(event).__name__})")
-            bar.n = event.done
-            bar.refresh()
+        result = drain(gen, on_event=show)
     print(
         f"{args.paths[0]}: {result.n_cells} cells in {result.n_blocks} blocks "
         f"({result.n_blocks_skipped} already done) in {result.elapsed:.1f} s -> {result.out}"

@@ -19,6 +19,8 @@ import logging
 import time
 from pathlib import Path
 
+from .._generators import drain
+
 NAME = "train"
 HELP = "train or fine-tune a segmentation model on labelled images (_masks.tif / _seg.npy)"
 
@@ -142,27 +144,40 @@ def _option(args, recipe_opts: dict, name: str, default=None):
     return value if value not in (None, False) else recipe_opts.get(name, default)
 
 
-def _progress(gen, disable: bool):
-    from tqdm import tqdm
+class _TrainBar:
+    """Shows ``iter_train``'s events on a tqdm bar made when training starts."""
 
-    bar = None
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            if bar is not None:
-                bar.close()
-            return stop.value
+    def __init__(self, disable: bool) -> None:
+        self.disable, self.bar = disable, None
+
+    def __call__(self, event) -> None:
+        from tqdm import tqdm
+
         kind = type(event).__name__
         if kind == "TrainStarted":
             total = (event.n_epochs - event.start_epoch) * event.steps_per_epoch
-            bar = tqdm(total=total, unit="step", disable=disable, desc="training")
+            self.bar = tqdm(total=total, unit="step", disable=self.disable, desc="training")
             print(f"training on {event.n_images} images; {event.n_skipped} skipped (too few ROIs)")
         elif kind == "StepEvent":
-            bar.update(1)
-            bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", lr=f"{event.lr:.3g}")
+            self.bar.update(1)
+            self.bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", lr=f"{event.lr:.3g}")
         elif kind == "EpochEvent" and event.test_loss is not None:
-            bar.write(f"epoch {event.epoch}: loss {event.loss:.4f}, test {event.test_loss:.4f}")
+            self.bar.write(
+                f"epoch {event.epoch}: loss {event.loss:.4f}, test {event.test_loss:.4f}"
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _progress(gen, disable: bool):
+    bar = _TrainBar(disable)
+    try:
+        return drain(gen, on_event=bar)
+    finally:
+        bar.close()
 
 
 _FOLDER_ONLY = ("images", "test", "pretrained", "mode", "epochs", "lr", "weight_decay",
@@ -177,33 +192,37 @@ def _given(args: argparse.Namespace, names) -> list[str]:
     return ["--" + n.replace("_", "-") for n in given]
 
 
-def _bundled_progress(gen, disable: bool):
-    from tqdm import tqdm
+class _RecipeBar(_TrainBar):
+    """Shows ``iter_train_recipe``'s events: one tqdm bar per training cycle."""
 
-    bar = None
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
+    def __call__(self, event) -> None:
+        from tqdm import tqdm
+
         kind = type(event).__name__
         if kind == "DataPrepared":
             print(f"{event.n_images} training images ready ({event.seconds:.0f} s)")
         elif kind == "CycleStarted":
-            bar = tqdm(total=event.steps, initial=event.start_step, unit="step", disable=disable,
-                       desc=f"cycle {event.cycle}/{event.n_cycles}")  # fmt: skip
+            desc = f"cycle {event.cycle}/{event.n_cycles}"
+            self.bar = tqdm(total=event.steps, initial=event.start_step, unit="step",
+                            disable=self.disable, desc=desc)  # fmt: skip
         elif kind == "StepEvent":
-            bar.update(1)
-            bar.set_postfix(loss=f"{event.loss:.3f}", lr=f"{event.lr:.3g}")
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{event.loss:.3f}", lr=f"{event.lr:.3g}")
         elif kind == "CycleFinished":
-            if bar is not None:
-                bar.close()
-                bar = None
+            self.close()
             state = "already finished" if event.skipped else "finished"
             print(f"cycle {event.cycle} {state}: {event.steps} steps, loss {event.loss:.4f}, "
                   f"weights {event.export}")  # fmt: skip
         elif kind == "Installed":
             print(f"installed {event.path}; validation AP@0.5 {event.ap['ap50']:.3f}")
+
+
+def _bundled_progress(gen, disable: bool):
+    bar = _RecipeBar(disable)
+    try:
+        return drain(gen, on_event=bar)
+    finally:
+        bar.close()
 
 
 def _run_bundled(args: argparse.Namespace) -> int:

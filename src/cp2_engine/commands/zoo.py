@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from cp2_engine._generators import drain
+
 NAME = "zoo"
 HELP = "build a zoo of specialist models from style clusters, route images, evaluate"
 
@@ -103,21 +105,16 @@ def _run_build(args) -> int:
 
 
 def _drain_with_progress(gen, tqdm):
-    bar = tqdm(unit="step", desc="zoo")
-    try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            bar.set_description(event.message)
-            if type(event.train_event).__name__ == "StepEvent":
-                bar.update(1)
-                bar.set_postfix(loss=f"{event.train_event.loss:.3f}")
-            elif event.stage != "train":
-                bar.write(event.message)
-    finally:
-        bar.close()
+    def show(event) -> None:
+        bar.set_description(event.message)
+        if type(event.train_event).__name__ == "StepEvent":
+            bar.update(1)
+            bar.set_postfix(loss=f"{event.train_event.loss:.3f}")
+        elif event.stage != "train":
+            bar.write(event.message)
+
+    with tqdm(unit="step", desc="zoo") as bar:
+        return drain(gen, on_event=show)
 
 
 def _style_plot(zoo, images, labels, seed: int) -> None:
@@ -181,13 +178,7 @@ def _run_eval(args) -> int:
     images, labels, names = _load_data(args.test, args.mask_filter)
     gen = iter_evaluate_zoo(model, images, labels, names=names, channels=tuple(args.channels))
     with tqdm(total=len(images), unit="image", desc="eval") as bar:
-        while True:
-            try:
-                next(gen)
-                bar.update(1)
-            except StopIteration as stop:
-                evaluation = stop.value
-                break
+        evaluation = drain(gen, on_event=lambda _: bar.update(1))
     out = args.out or (args.zoo / "eval")
     out.mkdir(parents=True, exist_ok=True)
     evaluation.write_csv(out / "ap.csv")

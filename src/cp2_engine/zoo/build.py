@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cp2_engine._generators import drain
 from cp2_engine.zoo.clustering import cluster_styles, merge_small_clusters
 from cp2_engine.zoo.store import (
     Zoo,
@@ -408,11 +409,9 @@ def build_zoo(images: Sequence, labels: Sequence, **kwargs) -> Zoo:
     --------
     >>> build_zoo(images, labels, base_model="cyto2", out="zoo", epochs=100)  # doctest: +SKIP
     """
-    gen = iter_build_zoo(images, labels, **kwargs)
-    while True:
-        try:
-            event = next(gen)
-        except StopIteration as stop:
-            return stop.value
+
+    def log_stage(event: BuildEvent) -> None:
         if event.stage != "train":
             log.info("%s", event.message)
+
+    return drain(iter_build_zoo(images, labels, **kwargs), on_event=log_stage)
