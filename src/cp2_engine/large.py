@@ -302,22 +302,25 @@ def _segment_block(block_src, crop, core, segmenter, kwargs, part_path, margin):
 
 
 def _pin_threads_to_worker() -> None:
-    """Use as many torch and numba threads as the dask worker has (1 in cp2's LocalCluster).
+    """Run torch and numba with one thread in each block task of a dask worker.
 
-    Without this each worker process runs torch's and numba's default of one thread per core,
-    so n workers oversubscribe the cores n-fold.
+    A dask worker runs as many tasks at once as it has threads, and torch's thread count is
+    shared by the whole process, so one thread per task is what keeps the worker at its
+    thread count: n one-thread workers run n threads, and one n-thread worker runs n blocks
+    with one thread each. Without this, each block used torch's and numba's default of one
+    thread per core, oversubscribing the cores n-fold.
     """
     try:
         from distributed import get_worker
 
-        n = int(get_worker().state.nthreads)
-    except (ImportError, ValueError, AttributeError):
+        get_worker()
+    except (ImportError, ValueError):
         return  # not inside a dask worker
     import numba
     import torch
 
-    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
-    torch.set_num_threads(n)  # after numba: starting numba's OpenMP layer can reset torch's
+    numba.set_num_threads(1)
+    torch.set_num_threads(1)  # after numba: starting numba's OpenMP layer can reset torch's
 
 
 _SEGMENTER_CACHE: dict = {}

@@ -303,13 +303,18 @@ def _threads_after_pinning():
 
 def test_block_workers_use_one_thread_each():
     # two 1-thread workers used to run numba (and then torch) with one thread per core each,
-    # oversubscribing the cores; the block task now pins both to the worker's thread count
+    # oversubscribing the cores; and a worker with n threads runs n blocks at once, each of which
+    # set torch (process-wide) to n threads: n x n threads. Each block task now runs one thread.
     from distributed import Client, LocalCluster
 
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        assert client.submit(_threads_after_pinning, pure=False).result() == (1, 1)
+    for n_workers, threads in ((1, 1), (1, 2)):
+        with (
+            LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=threads,
+                processes=True,
+                dashboard_address=None,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            assert client.submit(_threads_after_pinning, pure=False).result() == (1, 1)
