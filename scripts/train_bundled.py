@@ -30,9 +30,10 @@ def _log_progress(gen):
     last: list[float] = []
 
     def log(event) -> None:
+        nonlocal last
         name = type(event).__name__
         if name == "StepEvent":
-            last[:] = [*last[-49:], event.loss]
+            last = [*last[-49:], event.loss]
         elif name == "CheckpointSaved":
             logging.info("step %d: mean loss of the last %d steps %.4f", event.epoch, len(last),
                          sum(last) / max(1, len(last)))  # fmt: skip

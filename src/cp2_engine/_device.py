@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -9,6 +10,7 @@ import torch
 logger = logging.getLogger(__name__)
 
 _VALID = ("auto", "cpu", "cuda", "mps")
+_BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
@@ -47,24 +49,22 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     return torch.device(spec)
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """True when this CPU computes bfloat16 natively (AVX-512 BF16 or AMX).
 
     Without these instructions oneDNN emulates bfloat16, which is slower than float32, so cp2
-    only turns on bfloat16 autocast by default where this is True.
+    only turns on bfloat16 autocast by default where this is True. Cached: training asks at
+    every step.
 
     Examples
     --------
     >>> isinstance(cpu_has_native_bf16(), bool)
     True
     """
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    for name in checks:
-        check = getattr(torch.cpu, name, None)
-        if check is not None and check():
-            return True
-    if all(getattr(torch.cpu, name, None) is not None for name in checks):
-        return False
+    probes = [getattr(torch.cpu, name, None) for name in _BF16_PROBES]
+    if all(probe is not None for probe in probes):
+        return any(probe() for probe in probes)
     try:  # an older torch without the probes: read the CPU flags (Linux)
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
             flags = fh.read()

@@ -45,15 +45,16 @@ def _drive(gen):
     """Show the demo's progress with tqdm; return the generator's result."""
     from tqdm import tqdm
 
-    last_step = [0]
+    last_step = 0
 
     def show(event) -> None:
+        nonlocal last_step
         bar.total = event.total
         bar.n = event.step
         bar.set_postfix_str(event.message[-50:])
-        if event.step != last_step[0]:
+        if event.step != last_step:
             tqdm.write(event.message)
-            last_step[0] = event.step
+            last_step = event.step
 
     with tqdm(total=None, unit="step", desc="cp2 demo") as bar:
         return drain(gen, on_event=show)

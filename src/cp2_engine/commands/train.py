@@ -171,13 +171,12 @@ class _TrainBar:
             self.bar.close()
             self.bar = None
 
-
-def _progress(gen, disable: bool):
-    bar = _TrainBar(disable)
-    try:
-        return drain(gen, on_event=bar)
-    finally:
-        bar.close()
+    def follow(self, gen):
+        """Drain ``gen``, showing its events; close the bar at the end; return the result."""
+        try:
+            return drain(gen, on_event=self)
+        finally:
+            self.close()
 
 
 _FOLDER_ONLY = ("images", "test", "pretrained", "mode", "epochs", "lr", "weight_decay",
@@ -217,14 +216,6 @@ class _RecipeBar(_TrainBar):
             print(f"installed {event.path}; validation AP@0.5 {event.ap['ap50']:.3f}")
 
 
-def _bundled_progress(gen, disable: bool):
-    bar = _RecipeBar(disable)
-    try:
-        return drain(gen, on_event=bar)
-    finally:
-        bar.close()
-
-
 def _run_bundled(args: argparse.Namespace) -> int:
     from ..recipe_training import iter_train_recipe
 
@@ -240,7 +231,7 @@ def _run_bundled(args: argparse.Namespace) -> int:
         init=args.init, threads=args.threads, install=args.install, models_dir=args.models_dir,
         max_per_type=args.max_per_type,
     )  # fmt: skip
-    result = _bundled_progress(gen, args.no_progress)
+    result = _RecipeBar(args.no_progress).follow(gen)
     print(f"trained {len(result.cycles)} cycle(s); final weights {result.export}")
     return 0
 
@@ -280,7 +271,7 @@ def _run_folder(args: argparse.Namespace) -> int:
         resume_from=args.resume, test_images=test.images if test else None,
         test_labels=test.labels if test else None,
     )  # fmt: skip
-    result = _progress(gen, args.no_progress)
+    result = _TrainBar(args.no_progress).follow(gen)
     if _option(args, opts, "size_model", False):
         train_size_model(
             result.net, data.images, data.labels, model_path=save_path, channels=config.channels,
