@@ -278,27 +278,43 @@ def _block_source(client, source, arr, crop):
     return client.compute(arr[crop])
 
 
-def _segment_block(block_src, crop, core, segmenter, kwargs, part_path, margin):
-    """Worker task: segment one crop, keep the owned cells, write them to the block's part."""
+def _read_region(block_src, region) -> np.ndarray:
+    """Pixels of ``region`` from what :func:`_block_source` gave the task."""
+    if isinstance(block_src, str | os.PathLike):
+        return np.asarray(open_zarr_source(block_src)[region])
+    if hasattr(block_src, "oindex"):  # a zarr array: read just the region
+        return np.asarray(block_src[region])
+    return np.asarray(block_src)  # the region itself
+
+
+def _part_done(part_path):
+    """(n_cells, True) if the block's part was finished by this or an earlier run, else None."""
     import zarr
 
-    _pin_threads_to_worker()
     part = zarr.open_array(part_path, mode="r")
-    if part.attrs.get("done"):
-        return int(part.attrs["n_cells"]), True
-    if isinstance(block_src, str | os.PathLike):
-        image = np.asarray(open_zarr_source(block_src)[crop])
-    elif hasattr(block_src, "oindex"):  # a zarr array: read just the crop
-        image = np.asarray(block_src[crop])
-    else:  # the crop itself
-        image = np.asarray(block_src)
-    seg = _resolve_segmenter(segmenter).segment(image, **kwargs)
-    owned, n = owned_cells(seg.masks, crop, core, margin=margin)
+    return (int(part.attrs["n_cells"]), True) if part.attrs.get("done") else None
+
+
+def _write_part(part_path, masks, crop, core, margin) -> tuple[int, bool]:
+    """Keep the cells of ``masks`` that the block owns, write them to its part, mark it done."""
+    import zarr
+
+    owned, n = owned_cells(masks, crop, core, margin=margin)
     part = zarr.open_array(part_path, mode="r+")
     part[...] = owned
     areas = np.bincount(owned.ravel(), minlength=n + 1)[1:]
     part.attrs.update({"n_cells": n, "areas": areas.tolist(), "done": True})
     return n, False
+
+
+def _segment_block(block_src, crop, core, segmenter, kwargs, part_path, margin):
+    """Worker task: segment one crop, keep the owned cells, write them to the block's part."""
+    _pin_threads_to_worker()
+    done = _part_done(part_path)
+    if done:
+        return done
+    seg = _resolve_segmenter(segmenter).segment(_read_region(block_src, crop), **kwargs)
+    return _write_part(part_path, seg.masks, crop, core, margin)
 
 
 def _pin_threads_to_worker() -> None:
@@ -521,8 +537,11 @@ def iter_segment_large(
     n_workers: int = 2,
     timeout: float = 10.0,
     segment_kwargs: dict | None = None,
-) -> Iterator[BlockDone | ChunkWritten]:
+) -> Iterator:
     """Segment a large image block by block; a generator of progress events.
+
+    Events are :class:`BlockDone` and :class:`ChunkWritten`, and for a cp2 network model also
+    :class:`~cp2_engine.large_network_tasks.TilesDone` (one block's network tiles were run).
 
     Parameters are those of :func:`segment_large`; the generator returns a :class:`LargeResult`.
     Closing the generator cancels the outstanding tasks; finished blocks are kept for a re-run.
@@ -534,6 +553,7 @@ def iter_segment_large(
     grid = BlockGrid(tuple(arr.shape[:2]), int(blocksize), overlap)
     out = Path(out)
     parts_dir = out.with_name(out.name + PARTS_SUFFIX)
+    kwargs = {"diameter": diameter, "channels": tuple(channels), **(segment_kwargs or {})}
     fingerprint = {
         "source": str(source) if isinstance(source, str | os.PathLike) else "array",
         "shape": list(arr.shape),
@@ -541,24 +561,14 @@ def iter_segment_large(
         "overlap": overlap,
         "diameter": float(diameter),
         "model": segmenter_name(model),
+        "options": {k: repr(v) for k, v in sorted(kwargs.items())},
     }
     if not _resumable(parts_dir, fingerprint):
         _prepare_output(out, grid.shape, grid.blocksize, overwrite)
     _prepare_parts(parts_dir, grid, fingerprint)
     client, owned = _connect(cluster, n_workers, timeout)
     try:
-        result = yield from _run(
-            client,
-            arr,
-            source,
-            grid,
-            model,
-            diameter,
-            channels,
-            segment_kwargs or {},
-            parts_dir,
-            out,
-        )
+        result = yield from _run(client, arr, source, grid, model, kwargs, parts_dir, out)
     finally:
         if owned:
             cluster_obj = client.cluster
@@ -615,12 +625,10 @@ def _find_duplicates(client, grid, parts_dir):
     return dropped
 
 
-def _run(client, arr, source, grid, model, diameter, channels, seg_kwargs, parts_dir, out):
+def _segment_each_block(client, *, source, arr, grid, segmenter, kwargs, parts_dir, margin):
+    """Per-block path (any segmenter): each block task segments its own crop."""
     from distributed import as_completed
 
-    kwargs = {"diameter": diameter, "channels": tuple(channels), **seg_kwargs}
-    seg = _shippable_segmenter(model, parts_dir)
-    margin = OWNERSHIP_MARGIN * diameter
     futures = {}
     for index in grid.indices():
         crop, core = grid.crop(*index), grid.core(*index)
@@ -629,7 +637,7 @@ def _run(client, arr, source, grid, model, diameter, channels, seg_kwargs, parts
             _block_source(client, source, arr, crop),
             crop,
             core,
-            seg,
+            segmenter,
             kwargs,
             _part_path(parts_dir, index),
             margin,
@@ -648,6 +656,56 @@ def _run(client, arr, source, grid, model, diameter, channels, seg_kwargs, parts
             yield BlockDone(futures[fut], n, done, len(futures), was_done)
     finally:
         client.cancel(list(futures))
+    return counts, skipped
+
+
+def _segment_blocks(client, arr, source, grid, model, kwargs, parts_dir):
+    """Run the block stage: shared network tiles for a cp2 model, else one segment() per block.
+
+    A cp2 network model with ``resample`` on (the default) takes the network path of
+    :mod:`cp2_engine.large_network_tasks`; other segmenters, and ``resample=False``, segment
+    each block's crop on its own.
+    """
+    from .large_network_tasks import network_model, run_network_blocks
+
+    seg = _shippable_segmenter(model, parts_dir)
+    margin = OWNERSHIP_MARGIN * kwargs["diameter"]
+    net_model = network_model(model)
+    config = net_model._config(None, kwargs) if net_model is not None else None
+    if config is not None and config.resample:
+        return (
+            yield from run_network_blocks(
+                client,
+                source=source,
+                arr=arr,
+                grid=grid,
+                model=net_model,
+                segmenter=seg,
+                config=config,
+                parts_dir=parts_dir,
+                margin=margin,
+            )
+        )
+    return (
+        yield from _segment_each_block(
+            client,
+            source=source,
+            arr=arr,
+            grid=grid,
+            segmenter=seg,
+            kwargs=kwargs,
+            parts_dir=parts_dir,
+            margin=margin,
+        )
+    )
+
+
+def _run(client, arr, source, grid, model, kwargs, parts_dir, out):
+    from distributed import as_completed
+
+    counts, skipped = yield from _segment_blocks(
+        client, arr, source, grid, model, kwargs, parts_dir
+    )
     dropped = _find_duplicates(client, grid, parts_dir)
     tables, total = {}, 0
     for index in grid.indices():

@@ -22,7 +22,7 @@ import torch
 from ._device import resolve_device
 from .config import SegmentConfig, resolve_niter
 from .tiling import run_tiled
-from .transforms import check_image, convert_image, resize_image
+from .transforms import check_image, convert_image, fit_channels, resize_image
 
 __all__ = ["Model", "SegmentProgress", "Segmentation"]
 
@@ -257,12 +257,7 @@ class Model:
             normalize=config.normalize,
             invert=config.invert,
         )
-        nchan = self.net.nchan
-        if nchan < 2:
-            return x[:nchan]
-        if nchan > 2:
-            return np.concatenate([x, np.zeros((nchan - 2, *x.shape[1:]), np.float32)])
-        return x
+        return fit_channels(x, self.net.nchan)
 
     def _network(self, x: np.ndarray, config: SegmentConfig, rescale: float):
         """Run the tiled net at ``rescale``; return (y at network scale, style)."""

@@ -22,7 +22,16 @@ import torch
 
 from .net import inference_forward
 
-__all__ = ["TileGrid", "make_tile_grid", "run_tiled", "taper_mask", "tune_allocator"]
+__all__ = [
+    "TileGrid",
+    "accumulate_tiles",
+    "grid_tiles",
+    "make_tile_grid",
+    "pad_widths",
+    "run_tiled",
+    "taper_mask",
+    "tune_allocator",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +186,26 @@ def _unflip_output(y: torch.Tensor, iy: int, ix: int) -> torch.Tensor:
     return y
 
 
+def pad_widths(
+    shape: tuple[int, int], *, augment: bool = False, bsize: int = 224
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Zero padding ``((top, bottom), (left, right))`` that :func:`run_tiled` adds to an image.
+
+    Each axis is padded to a multiple of 16 plus 8 pixels on each side; with ``augment`` a
+    small image is also extended at the far side to one full tile.
+
+    Examples
+    --------
+    >>> pad_widths((100, 200))
+    ((14, 14), (12, 12))
+    """
+    py, px = _pad_amounts(int(shape[0])), _pad_amounts(int(shape[1]))
+    if augment:  # flips need full tiles: extend small images at the far side
+        py = (py[0], py[1] + max(0, bsize - (int(shape[0]) + sum(py))))
+        px = (px[0], px[1] + max(0, bsize - (int(shape[1]) + sum(px))))
+    return py, px
+
+
 def _prepare_input(
     x, *, augment: bool, bsize: int
 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
@@ -185,10 +214,7 @@ def _prepare_input(
         raise ValueError(f"run_tiled expects a (C, H, W) array, got shape {arr.shape}")
     if not np.isfinite(arr).all():
         raise ValueError("run_tiled input contains NaN or infinite values")
-    py, px = _pad_amounts(arr.shape[1]), _pad_amounts(arr.shape[2])
-    if augment:  # flips need full tiles: extend small images at the far side
-        py = (py[0], py[1] + max(0, bsize - (arr.shape[1] + sum(py))))
-        px = (px[0], px[1] + max(0, bsize - (arr.shape[2] + sum(px))))
+    py, px = pad_widths(arr.shape[1:], augment=augment, bsize=bsize)
     padded = np.pad(arr, ((0, 0), py, px))
     return padded, (py[0], py[0] + arr.shape[1], px[0], px[0] + arr.shape[2])
 
@@ -258,32 +284,108 @@ def run_tiled(
 
 
 def _blend_tiles(net, padded, grid, dev, batch_size, augment, bf16, channels_last):
-    ty, tx = grid.tile
-    image = torch.from_numpy(padded).to(dev)
-    starts = [
+    tiles = grid_tiles(grid)
+    acc, weight, style = accumulate_tiles(
+        net,
+        torch.from_numpy(padded).to(dev),
+        tiles,
+        tile=grid.tile,
+        batch_size=batch_size,
+        augment=augment,
+        bf16=bf16,
+        channels_last=channels_last,
+    )
+    acc /= weight
+    return acc.cpu().numpy(), style.cpu().numpy()
+
+
+def grid_tiles(grid: TileGrid) -> list[tuple[int, int, int, int]]:
+    """``(row index, column index, ystart, xstart)`` of every tile of ``grid``, row-major.
+
+    Examples
+    --------
+    >>> grid_tiles(make_tile_grid((300, 224)))[:2]
+    [(0, 0, 0, 0), (1, 0, 76, 0)]
+    """
+    return [
         (iy, ix, ys, xs)
         for iy, ys in enumerate(grid.ystarts)
         for ix, xs in enumerate(grid.xstarts)
     ]
+
+
+def accumulate_tiles(
+    net,
+    image: torch.Tensor,
+    tiles,
+    *,
+    tile: tuple[int, int],
+    origin: tuple[int, int] = (0, 0),
+    batch_size: int = 8,
+    augment: bool = False,
+    bf16: bool = False,
+    channels_last: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run ``net`` on some tiles of a padded image and add up their tapered outputs.
+
+    This is the blending of :func:`run_tiled` before the division by the weights, over a window
+    of the padded image: adding the sums of several windows whose tiles partition a tile grid,
+    then dividing, gives exactly the blended output of one pass over the whole image.
+
+    Parameters
+    ----------
+    net : CPnet
+        The network, in eval mode.
+    image : torch.Tensor
+        ``(nchan, h, w)`` window of the padded network input, on the net's device.
+    tiles : sequence of (int, int, int, int)
+        ``(row index, column index, ystart, xstart)`` in the whole padded image (the indices
+        pick the flips when ``augment``); every tile must lie inside the window.
+    tile : (int, int)
+        Tile height and width.
+    origin : (int, int)
+        Where the window starts in the whole padded image.
+    batch_size, augment, bf16, channels_last
+        As in :func:`run_tiled`.
+
+    Returns
+    -------
+    acc : torch.Tensor
+        ``(nout, h, w)`` sum of taper x output.
+    weight : torch.Tensor
+        ``(h, w)`` sum of the tapers.
+    style : torch.Tensor
+        float64 ``(nstyle,)`` sum of the tile styles (not normalised).
+
+    Examples
+    --------
+    >>> from cp2_engine.net import CPnet
+    >>> acc, w, s = accumulate_tiles(CPnet().eval(), torch.zeros(2, 64, 64), [(0, 0, 0, 0)],
+    ...                              tile=(64, 64))
+    >>> acc.shape, w.shape
+    (torch.Size([3, 64, 64]), torch.Size([64, 64]))
+    """
+    ty, tx = tile
+    oy, ox = origin
+    dev = image.device
     mask = torch.from_numpy(taper_mask(ty, tx)).to(dev)
-    acc = weight = None
+    acc = None
+    weight = torch.zeros(image.shape[1:], device=dev)
     style = None
-    batch = torch.empty((min(batch_size, len(starts)), padded.shape[0], ty, tx), device=dev)
-    for b0 in range(0, len(starts), batch_size):
-        chunk = starts[b0 : b0 + batch_size]
+    batch = torch.empty((min(batch_size, len(tiles)), image.shape[0], ty, tx), device=dev)
+    for b0 in range(0, len(tiles), batch_size):
+        chunk = [(iy, ix, ys - oy, xs - ox) for iy, ix, ys, xs in tiles[b0 : b0 + batch_size]]
         inp = batch[: len(chunk)]
         for k, (iy, ix, ys, xs) in enumerate(chunk):
-            tile = image[:, ys : ys + ty, xs : xs + tx]
-            inp[k] = _flip_tile(tile, iy, ix) if augment else tile
+            t = image[:, ys : ys + ty, xs : xs + tx]
+            inp[k] = _flip_tile(t, iy, ix) if augment else t
         out, styles = inference_forward(net, inp, bf16=bf16, channels_last=channels_last)
         if acc is None:
-            acc = torch.zeros((out.shape[1], *padded.shape[1:]), device=dev)
-            weight = torch.zeros(padded.shape[1:], device=dev)
+            acc = torch.zeros((out.shape[1], *image.shape[1:]), device=dev)
             style = torch.zeros(styles.shape[1], device=dev, dtype=torch.float64)
         style += styles.sum(0).double()
         for k, (iy, ix, ys, xs) in enumerate(chunk):
             yk = _unflip_output(out[k], iy, ix) if augment else out[k]
             acc[:, ys : ys + ty, xs : xs + tx].addcmul_(yk, mask)
             weight[ys : ys + ty, xs : xs + tx] += mask
-    acc /= weight
-    return acc.cpu().numpy(), style.cpu().numpy()
+    return acc, weight, style

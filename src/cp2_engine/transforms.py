@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from .config import _check_channels
 
-__all__ = ["check_image", "convert_image", "normalize99", "resize_image"]
+__all__ = ["check_image", "convert_image", "fit_channels", "normalize99", "resize_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -218,6 +218,23 @@ def convert_image(
     if invert:
         out[0] = 1.0 - out[0]
     return out
+
+
+def fit_channels(x: np.ndarray, nchan: int) -> np.ndarray:
+    """Give a ``(2, H, W)`` network input the ``nchan`` channels a network expects.
+
+    Fewer channels keep the first ones; more are filled with zeros.
+
+    Examples
+    --------
+    >>> fit_channels(np.ones((2, 4, 4), np.float32), 3).shape
+    (3, 4, 4)
+    """
+    if nchan < 2:
+        return x[:nchan]
+    if nchan > 2:
+        return np.concatenate([x, np.zeros((nchan - 2, *x.shape[1:]), np.float32)])
+    return x
 
 
 def _target_shape(shape: tuple[int, int], shape_out, rescale) -> tuple[int, int]:
