@@ -8,7 +8,7 @@ against the single-process path measured in the same run.
     python benchmarks/bench_large.py --segmenter classic
 
 For a network segmenter it also prints how many 224-px network tiles one pass over the image
-and the blocks' crops run (the ratio of the two caps the throughput ratio; see
+and the blocks run: the blocks share the tiles of one pass, so the two are equal (see
 ``docs/large_images.md``).
 
 Targets (issue 7): peak memory per worker <= 3 GB at blocksize 2048, and throughput >= 0.9x the
@@ -82,23 +82,14 @@ print(json.dumps({{"seconds": dt, "n_cells": int(masks.max()),
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _tile_counts(size: int, blocksize: int, diameter: float) -> tuple[int, int]:
-    """224-px network tiles of one pass over the image and of all block crops together."""
-    import math
-
-    import numpy as np
-
+def _tile_counts(size: int, blocksize: int, rescale: float) -> tuple[int, int]:
+    """224-px network tiles of one pass over the image, and of the blocks together."""
     from cp2_engine.large import BlockGrid
-    from cp2_engine.tiling import _prepare_input, make_tile_grid
+    from cp2_engine.large_network import NetworkLayout
 
-    def tiles(h: int, w: int) -> int:
-        padded, _ = _prepare_input(np.zeros((1, h, w), np.float32), augment=False, bsize=224)
-        grid = make_tile_grid(padded.shape[1:])
-        return len(grid.ystarts) * len(grid.xstarts)
-
-    grid = BlockGrid((size, size), blocksize, math.ceil(2 * diameter))
-    crops = [grid.crop(*index) for index in grid.indices()]
-    return tiles(size, size), sum(tiles(y.stop - y.start, x.stop - x.start) for y, x in crops)
+    layout = NetworkLayout.build((size, size), blocksize=blocksize, rescale=rescale)
+    grid = BlockGrid((size, size), blocksize, 0)
+    return layout.grid.n_tiles, sum(len(layout.tiles_of(*b)) for b in grid.indices())
 
 
 def _worker_peak_gb() -> float:
@@ -177,9 +168,9 @@ def main(argv=None) -> int:
     print(f"throughput ratio distributed/single per core: {ratio:.2f} (target >= 0.9)")
     print(f"peak worker memory: {dist['worker_peak_rss_gb']:.2f} GB (target <= 3 GB)")
     if args.segmenter == "network":
-        one_pass, blocks = _tile_counts(size, blocksize, diameter)
-        print(f"network tiles: {one_pass} in one pass, {blocks} over the blocks' crops "
-              f"(ceiling on the ratio from tiles alone: {one_pass / blocks:.2f})")  # fmt: skip
+        rescale = _segmenter(args.segmenter)[0].diam_mean / diameter
+        one_pass, blocks = _tile_counts(size, blocksize, rescale)
+        print(f"network tiles: {one_pass} in one pass, {blocks} run by the blocks")
     return 0
 
 

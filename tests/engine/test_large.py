@@ -318,3 +318,66 @@ def test_block_workers_use_one_thread_each():
             Client(cluster) as client,
         ):
             assert client.submit(_threads_after_pinning, pure=False).result() == (1, 1)
+
+
+@pytest.fixture(scope="module")
+def nuclei_sample():
+    sample = touching_cells((1024, 1024), diameter=24, seed=12, irregularity=0.1)
+    return sample, (sample.image * 60000).astype(np.uint16)
+
+
+@pytest.mark.parametrize("diameter", [17, 24])  # no rescaling, and rescaling by 17/24
+def test_network_blocks_match_one_pass_and_run_each_tile_once(
+    nuclei_sample, client, diameter, tmp_path
+):
+    # blocks used to tile their own crops: more tiles than one pass (2304 vs 1936 at 8192^2,
+    # blocksize 2048) and per-crop normalisation. Now they share one pass's tiles.
+    from cp2_engine._generators import drain
+    from cp2_engine.large import iter_segment_large
+    from cp2_engine.large_network import NetworkLayout
+    from cp2_engine.large_network_tasks import TilesDone
+    from cp2_engine.model import Model
+
+    sample, image = nuclei_sample
+    model = Model.load("cp2_nuclei", device="cpu")
+    single = model.segment(image, diameter=diameter).masks
+    out = tmp_path / "labels.zarr"
+    gen = iter_segment_large(
+        image, model=model, diameter=diameter, out=out, blocksize=256, cluster=client
+    )
+    events = []
+    result = drain(gen, on_event=events.append)
+    labels = zarr.open_array(str(out), mode="r")[:]
+    tiles = [e for e in events if isinstance(e, TilesDone)]
+    layout = NetworkLayout.build(image.shape, blocksize=256, rescale=17 / diameter)
+    assert sum(e.n_tiles for e in tiles) == layout.grid.n_tiles  # each tile exactly once
+    assert result.n_cells == labels.max() > 100
+    assert _ap50(single, labels) >= 0.99
+    _assert_no_cell_split(
+        sample.labels, labels, single, BlockGrid(labels.shape, 256, 2 * diameter)
+    )
+
+
+def test_network_path_survives_a_killed_worker(client, tmp_path):
+    import contextlib
+
+    from distributed.comm.core import CommClosedError
+
+    from cp2_engine._generators import drain
+    from cp2_engine.large import iter_segment_large
+    from cp2_engine.model import Model
+
+    model = Model.load("cp2_nuclei", device="cpu")
+    sample = touching_cells((512, 512), diameter=17, seed=7, irregularity=0.1)
+    image = (sample.image * 60000).astype(np.uint16)
+    kwargs = {"model": model, "diameter": 17, "blocksize": 128, "cluster": client}
+    segment_large(image, out=tmp_path / "ref.zarr", **kwargs)
+    gen = iter_segment_large(image, out=tmp_path / "labels.zarr", **kwargs)
+    next(gen)  # one network task finished, others running: kill a worker under them
+    victim = sorted(client.scheduler_info()["workers"])[0]
+    with contextlib.suppress(CommClosedError, OSError):
+        client.run(os._exit, 1, workers=[victim])
+    drain(gen)
+    ref = zarr.open_array(str(tmp_path / "ref.zarr"))[:]
+    assert ref.max() > 50
+    np.testing.assert_array_equal(ref, zarr.open_array(str(tmp_path / "labels.zarr"))[:])

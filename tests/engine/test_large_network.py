@@ -30,8 +30,9 @@ def _blocks_output(model, image, *, diameter, blocksize, overlap, config):
         augment=config.augment,
     )
     stats = [
-        block_intensity_stats(image[grid.core(*b)], core=grid.core(*b), shape=grid.shape,
-                              config=config)  # fmt: skip
+        block_intensity_stats(
+            image[grid.core(*b)], core=grid.core(*b), shape=grid.shape, config=config
+        )
         for b in grid.indices()
     ]
     ranges = intensity_range(stats, dtype=image.dtype)
@@ -41,10 +42,26 @@ def _blocks_output(model, image, *, diameter, blocksize, overlap, config):
         if window is None:
             continue
         region = layout.image_region_for(window)
-        x = network_input(image[region], region=region, window=window, layout=layout,
-                          config=config, ranges=ranges, nchan=model.net.nchan)  # fmt: skip
-        sums[b] = (window, network_sums(model, x, tiles=layout.tiles_of(*b), window=window,
-                                        tile=layout.grid.tile, config=config))  # fmt: skip
+        x = network_input(
+            image[region],
+            region=region,
+            window=window,
+            layout=layout,
+            config=config,
+            ranges=ranges,
+            nchan=model.net.nchan,
+        )
+        sums[b] = (
+            window,
+            network_sums(
+                model,
+                x,
+                tiles=layout.tiles_of(*b),
+                window=window,
+                tile=layout.grid.tile,
+                config=config,
+            ),
+        )
     assert sum(len(layout.tiles_of(*b)) for b in grid.indices()) == layout.grid.n_tiles
 
     def read(block, win):
@@ -88,8 +105,9 @@ def test_whole_image_percentiles_from_block_histograms_are_exact():
     image = rng.integers(0, 4000, size=(300, 200)).astype(np.uint16)
     grid = BlockGrid(image.shape, 128, 0)
     stats = [
-        block_intensity_stats(image[grid.core(*b)], core=grid.core(*b), shape=image.shape,
-                              config=SegmentConfig())  # fmt: skip
+        block_intensity_stats(
+            image[grid.core(*b)], core=grid.core(*b), shape=image.shape, config=SegmentConfig()
+        )
         for b in grid.indices()
     ]
     ((lo, hi),) = intensity_range(stats, dtype=image.dtype)
@@ -102,8 +120,9 @@ def test_rgb_mean_and_nuclear_channels_get_their_own_percentiles():
     grid = BlockGrid(image.shape[:2], 128, 0)
     config = SegmentConfig(channels=(0, 3))
     stats = [
-        block_intensity_stats(image[grid.core(*b)], core=grid.core(*b), shape=grid.shape,
-                              config=config)  # fmt: skip
+        block_intensity_stats(
+            image[grid.core(*b)], core=grid.core(*b), shape=grid.shape, config=config
+        )
         for b in grid.indices()
     ]
     ranges = intensity_range(stats, dtype=image.dtype)
