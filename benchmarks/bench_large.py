@@ -97,18 +97,13 @@ def _worker_peak_gb() -> float:
 
 
 def _distributed(zpath: Path, out: Path, kind: str, diameter, blocksize, n_workers) -> dict:
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    from cp2_engine.large import segment_large
+    from cp2_engine.large import local_cluster, segment_large
 
     seg, _ = _segmenter(kind)
     with (
-        LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=1,
-            dashboard_address=None,
-            memory_limit="6GB",
-        ) as cluster,
+        local_cluster(n_workers=n_workers, memory_limit="6GB") as cluster,
         Client(cluster) as client,
     ):
         t0 = time.perf_counter()
