@@ -522,6 +522,11 @@ def _prepare_parts(parts_dir, grid, fingerprint):
 
 
 WORKER_ENVIRONMENT = {"MALLOC_ARENA_MAX": "1"}
+QUIET_WORKER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+}
 
 
 def local_cluster(*, n_workers: int = 2, **kwargs):
@@ -534,6 +539,11 @@ def local_cluster(*, n_workers: int = 2, **kwargs):
     again (about 400,000 page faults and 7-13% of the time per 24 tiles). With one arena they
     are reused, as in a single process. Workers you start yourself need the same variable
     (``MALLOC_ARENA_MAX=1 dask worker ...``); block tasks log a warning when it is missing.
+
+    The cluster also runs with :data:`QUIET_WORKER_CONFIG`: no statistical profiler (it samples
+    the busy thread's stack every 10 ms), and the event-loop tick and system monitor every 1 s
+    and 5 s instead of 20 ms and 0.5 s. An idle worker then uses 0.9% of a core instead of
+    4.2%, which on a machine whose cores all run blocks is taken from the blocks.
 
     Parameters
     ----------
@@ -560,7 +570,7 @@ def local_cluster(*, n_workers: int = 2, **kwargs):
     options = {"threads_per_worker": 1, "processes": True, "dashboard_address": None, **kwargs}
     # read by each Nanny when it is created, and set before its worker process is spawned
     environ = {**environ, **WORKER_ENVIRONMENT}
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ, **QUIET_WORKER_CONFIG}):
         return LocalCluster(n_workers=n_workers, **options)
 
 

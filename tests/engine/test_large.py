@@ -413,4 +413,13 @@ def test_local_cluster_workers_reuse_network_buffers():
 
     with local_cluster(n_workers=1) as cluster, Client(cluster) as client:
         faults = client.submit(_page_faults_of_a_forward_pass, pure=False).result()
+        profiling = client.run(_worker_profiler_enabled)
     assert faults < 20_000
+    # the statistical profiler sampled the busy thread every 10 ms (4.2% of a core when idle)
+    assert not any(profiling.values())
+
+
+def _worker_profiler_enabled():
+    import dask
+
+    return dask.config.get("distributed.worker.profile.enabled")
