@@ -138,8 +138,17 @@ def tune_allocator() -> bool:
     With glibc defaults, buffers above the mmap threshold are returned to the OS after every
     forward pass and page-faulted in again on the next one, which costs a large share of CPU
     inference time. This raises ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` (the same effect
-    as the ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` environment variables). It is
-    called once by :func:`run_tiled` on the CPU; set ``CP2_NO_ALLOCATOR_TUNING=1`` to disable.
+    as the ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` environment variables).
+
+    It also sets ``M_ARENA_MAX`` to 1, so that threads started afterwards (the napari plugin's
+    workers) allocate from the main heap: glibc gives other threads arenas whose heaps are at
+    most 64 MB, where the network's larger buffers are always mapped and unmapped, whatever the
+    thresholds (about 8% of a segmentation's time). A thread that has already allocated keeps
+    its arena, so call this before starting the thread; dask workers get the same effect from
+    ``MALLOC_ARENA_MAX=1`` (:func:`cp2_engine.large.local_cluster`).
+
+    It is called once by :func:`run_tiled` on the CPU and by the napari plugin before it starts
+    a worker thread; set ``CP2_NO_ALLOCATOR_TUNING=1`` to disable.
 
     Returns
     -------
@@ -164,8 +173,12 @@ def tune_allocator() -> bool:
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    ok = mallopt(m_mmap_threshold, 1 << 30) == 1 and mallopt(m_trim_threshold, (1 << 31) - 1) == 1
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
+    ok = (
+        mallopt(m_mmap_threshold, 1 << 30) == 1
+        and mallopt(m_trim_threshold, (1 << 31) - 1) == 1
+        and mallopt(m_arena_max, 1) == 1
+    )
     _ALLOCATOR_TUNED = bool(ok)
     logger.info("glibc allocator tuning %s", "applied" if ok else "failed")
     return _ALLOCATOR_TUNED

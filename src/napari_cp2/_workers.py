@@ -158,6 +158,9 @@ class Task:
     def _start_thread(self) -> None:
         from napari.qt.threading import create_worker
 
+        from cp2_engine.tiling import tune_allocator
+
+        tune_allocator()  # before the thread exists: it then shares the main malloc heap
         worker = create_worker(lambda: (yield from self._gen), _start_thread=False)
         worker.yielded.connect(lambda item: self._emit(self._on_yield, item))
         worker.returned.connect(self._finish)
