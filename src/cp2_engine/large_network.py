@@ -421,12 +421,13 @@ def blended_output(read_sums, *, sources, crop, layout: NetworkLayout) -> np.nda
         inter = _intersection(layout.window_of(*block), window)
         part = read_sums(block, inter)
         if sums is None:
-            sums = np.zeros((part.shape[0], window[1] - window[0], window[3] - window[2]))
+            shape = (part.shape[0], window[1] - window[0], window[3] - window[2])
+            sums = np.zeros(shape, np.float32)
         y0, x0 = inter[0] - window[0], inter[2] - window[2]
         sums[:, y0 : y0 + part.shape[1], x0 : x0 + part.shape[2]] += part
     if sums is None or not (sums[-1] > 0).all():
         raise RuntimeError(f"network sums do not cover the crop {crop}: a source block is missing")
-    y = (sums[:-1] / sums[-1]).astype(np.float32)
+    y = sums[:-1] / sums[-1]
     (py, _), (px, _) = layout.pads
     y = _resample_axis(y, 1, layout._image_taps(0, crop[0].start, crop[0].stop), window[0] - py)
     return _resample_axis(y, 2, layout._image_taps(1, crop[1].start, crop[1].stop), window[2] - px)

@@ -175,7 +175,11 @@ def run_network_blocks(client, *, source, arr, grid, model, segmenter, config, p
         tile_overlap=config.tile_overlap,
         augment=config.augment,
     )
-    ranges = whole_image_ranges(client, source=source, arr=arr, grid=grid, config=config)
+    ranges = (
+        whole_image_ranges(client, source=source, arr=arr, grid=grid, config=config)
+        if config.normalize
+        else []
+    )
     network = {}
     for index in grid.indices():
         window = layout.window_of(*index)

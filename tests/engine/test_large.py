@@ -397,10 +397,12 @@ def _page_faults_of_a_forward_pass():
     net = CPnet().eval()
     image = torch.rand(2, 224, 224 * 8)
     tiles = [(0, k, 0, 224 * k) for k in range(8)]
-    accumulate_tiles(net, image, tiles, tile=(224, 224), batch_size=8)  # first pass: allocate
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    accumulate_tiles(net, image, tiles, tile=(224, 224), batch_size=8)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    faults = []
+    for _ in range(2):  # the first pass allocates the buffers, the second should reuse them
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        accumulate_tiles(net, image, tiles, tile=(224, 224), batch_size=8)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return faults
 
 
 def test_local_cluster_workers_reuse_network_buffers():
@@ -412,9 +414,9 @@ def test_local_cluster_workers_reuse_network_buffers():
     from cp2_engine.large import local_cluster
 
     with local_cluster(n_workers=1) as cluster, Client(cluster) as client:
-        faults = client.submit(_page_faults_of_a_forward_pass, pure=False).result()
+        first, second = client.submit(_page_faults_of_a_forward_pass, pure=False).result()
         profiling = client.run(_worker_profiler_enabled)
-    assert faults < 20_000
+    assert second < 80_000, (first, second)  # 0-40k with one arena, ~130k without
     # the statistical profiler sampled the busy thread every 10 ms (4.2% of a core when idle)
     assert not any(profiling.values())
 
