@@ -181,9 +181,11 @@ def _run_large(args: argparse.Namespace) -> int:
         },
     )
 
+    stages = {"TilesDone": "network", "BlockDone": "masks", "ChunkWritten": "writing labels"}
+
     def show(event) -> None:
         bar.total = event.total
-        bar.set_description(f"cp2 segment ({type(event).__name__})")
+        bar.set_description(f"cp2 segment ({stages.get(type(event).__name__, 'blocks')})")
         bar.n = event.done
         bar.refresh()
 
