@@ -2,9 +2,11 @@
 
 How it works (see ``docs/large_images.md``):
 
-1. The image is cut into a grid of *cores* of ``blocksize`` pixels. Each block task reads its
-   core plus ``overlap`` pixels of context on every side (``overlap >= 2 * diameter``), straight
-   from the zarr/TIFF file, and segments that crop.
+1. The image is cut into a grid of *cores* of ``blocksize`` pixels. Each block's crop is its
+   core plus ``overlap`` pixels of context on every side (``overlap >= 2 * diameter``). For a cp2
+   network model the blocks share the network tiles of one whole-image pass and then run the
+   dynamics on their crops (:mod:`cp2_engine.large_network_tasks`); any other segmenter gets
+   one task per block that reads its crop straight from the zarr/TIFF file and segments it.
 2. A cell belongs to the block whose core holds the cell's centroid, measured on the cell's full
    extent in the crop. Because the context is at least twice the diameter, the cell is whole in
    that crop, so every cell is judged by its real extent and cut by no border. The core is widened
@@ -816,7 +818,8 @@ def segment_large(source, *, model, diameter: float, out, **kwargs) -> LargeResu
         unless ``overwrite=True``.
     **kwargs
         ``blocksize`` (2048), ``overlap`` (None = 2 x diameter), ``cluster`` (None = a new
-        LocalCluster, or a scheduler address, or a ``distributed.Client``), ``channels``,
+        :func:`local_cluster`; or a scheduler address, a cluster object or a
+        ``distributed.Client``; start your own workers with ``MALLOC_ARENA_MAX=1``), ``channels``,
         ``overwrite``, ``n_workers`` (for the LocalCluster), ``timeout`` (s, for connecting),
         ``segment_kwargs`` (extra keywords for ``model.segment``).
 
