@@ -142,4 +142,5 @@ def test_network_buffers_are_reused_in_a_thread_started_after_tuning():
     run = subprocess.run(
         [sys.executable, "-c", _THREAD_FAULTS], capture_output=True, text=True, env=env, check=True
     )
-    assert int(run.stdout.split()[-1]) < 30_000
+    # measured: 226,000-257,000 faults without M_ARENA_MAX=1, 12,500-50,000 with it
+    assert int(run.stdout.split()[-1]) < 120_000
