@@ -377,10 +377,8 @@ def network_sums(model, x: np.ndarray, *, tiles, window: Window, tile, config) -
     import torch
 
     from .model import _use_channels_last
-    from .tiling import accumulate_tiles, tune_allocator
+    from .tiling import accumulate_tiles
 
-    if model.device.type == "cpu":
-        tune_allocator()
     acc, weight, _ = accumulate_tiles(
         model.net,
         torch.from_numpy(np.ascontiguousarray(x)).to(model.device),

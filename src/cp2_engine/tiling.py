@@ -147,8 +147,9 @@ def tune_allocator() -> bool:
     its arena, so call this before starting the thread; dask workers get the same effect from
     ``MALLOC_ARENA_MAX=1`` (:func:`cp2_engine.large.local_cluster`).
 
-    It is called once by :func:`run_tiled` on the CPU and by the napari plugin before it starts
-    a worker thread; set ``CP2_NO_ALLOCATOR_TUNING=1`` to disable.
+    It is called by :func:`accumulate_tiles` on the CPU (so by :func:`run_tiled` and the
+    large-image network tasks) and by the napari plugin before it starts a worker thread; set
+    ``CP2_NO_ALLOCATOR_TUNING=1`` to disable.
 
     Returns
     -------
@@ -285,8 +286,6 @@ def run_tiled(
     """
     padded, (y0, y1, x0, x1) = _prepare_input(x, augment=augment, bsize=bsize)
     dev = torch.device(device) if device is not None else next(net.parameters()).device
-    if dev.type == "cpu":
-        tune_allocator()
     grid = make_tile_grid(
         padded.shape[1:], bsize=bsize, tile_overlap=tile_overlap, augment=augment
     )
@@ -381,6 +380,8 @@ def accumulate_tiles(
     ty, tx = tile
     oy, ox = origin
     dev = image.device
+    if dev.type == "cpu":
+        tune_allocator()
     mask = torch.from_numpy(taper_mask(ty, tx)).to(dev)
     acc = None
     weight = torch.zeros(image.shape[1:], device=dev)
