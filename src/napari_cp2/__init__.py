@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "CorrectWidget",
+    "Cp2Widget",
     "EvaluateWidget",
     "SegmentWidget",
     "TrainWidget",
@@ -17,6 +18,7 @@ __all__ = [
 
 _EXPORTS = {
     "CorrectWidget": "._correct_widget",
+    "Cp2Widget": "._main_widget",
     "EvaluateWidget": "._evaluate_widget",
     "SegmentWidget": "._segment_widget",
     "TrainWidget": "._train_widget",

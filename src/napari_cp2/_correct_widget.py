@@ -44,19 +44,21 @@ class CorrectWidget(Container):
 
     Parameters
     ----------
-    viewer : napari.viewer.Viewer
-        The viewer to work in.
+    napari_viewer : napari.viewer.Viewer
+        The viewer to work in (napari passes it by this name when the widget is opened
+        from the Plugins menu).
     workspace : Cp2Workspace, optional
         Shared plugin state (default: the viewer's own).
     """
 
-    def __init__(self, viewer: Viewer, *, workspace: Cp2Workspace | None = None) -> None:
+    def __init__(self, napari_viewer: Viewer, *, workspace: Cp2Workspace | None = None) -> None:
         super().__init__()
-        self._viewer = viewer
-        self._ws = workspace if workspace is not None else workspace_for(viewer)
+        self._viewer = napari_viewer
+        self._ws = workspace if workspace is not None else workspace_for(napari_viewer)
         self.history = EditHistory()
         self._hooked = None
         self._build()
+        self._ws.prediction_shown.connect(self._on_prediction_shown)
 
     def _build(self) -> None:
         self._labels = _w(create_widget(annotation="napari.layers.Labels"), "labels")
@@ -87,6 +89,12 @@ class CorrectWidget(Container):
         self._delete_mode.changed.connect(lambda _v: self._hook_layer(self._labels.value))
         self._labels.changed.connect(self._hook_layer)
         self._hook_layer(self._labels.value)
+
+    def _on_prediction_shown(self, labels_name: str, _image_name: str) -> None:
+        """Follow the prediction the user just made: it is what they will correct."""
+        if labels_name in self._viewer.layers:
+            self._labels.reset_choices()
+            self._labels.value = self._viewer.layers[labels_name]
 
     # ------------------------------------------------------------------ layer hooks
     def _hook_layer(self, layer) -> None:
@@ -224,7 +232,13 @@ class CorrectWidget(Container):
             return None
         name = self._image_name(layer)
         try:
-            acc = jobs.accept_labels(project, name, labels)
+            acc = jobs.accept_labels(
+                project,
+                name,
+                labels,
+                prediction=self._ws.prediction_for(layer.name),
+                model=self._ws.prediction_model(layer.name),
+            )
         except (ValueError, TypeError, OSError) as err:
             show_error(message("job_failed", job="accept", error=err))
             return None

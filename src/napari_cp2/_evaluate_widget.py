@@ -11,6 +11,7 @@ from napari.utils.notifications import show_error
 from napari.viewer import Viewer
 
 from . import _workers as jobs
+from ._layers import SUFFIXES, TRUTH_SUFFIX
 from ._tooltips import LABELS, message
 from ._tooltips import labelled as _w
 from ._workspace import Cp2Workspace, workspace_for
@@ -42,16 +43,17 @@ class EvaluateWidget(Container):
 
     Parameters
     ----------
-    viewer : napari.viewer.Viewer
-        The viewer to work in.
+    napari_viewer : napari.viewer.Viewer
+        The viewer to work in (napari passes it by this name when the widget is opened
+        from the Plugins menu).
     workspace : Cp2Workspace, optional
         Shared plugin state (default: the viewer's own).
     """
 
-    def __init__(self, viewer: Viewer, *, workspace: Cp2Workspace | None = None) -> None:
+    def __init__(self, napari_viewer: Viewer, *, workspace: Cp2Workspace | None = None) -> None:
         super().__init__()
-        self._viewer = viewer
-        self._ws = workspace if workspace is not None else workspace_for(viewer)
+        self._viewer = napari_viewer
+        self._ws = workspace if workspace is not None else workspace_for(napari_viewer)
         self.result: dict | None = None
         self._pred = _w(create_widget(annotation="napari.layers.Labels"), "labels")
         self._truth = _w(
@@ -67,7 +69,54 @@ class EvaluateWidget(Container):
              self._summary]
         )  # fmt: skip
         self._canvas = self._make_canvas()
+        self._canvas.hide()  # shown once there is a curve to draw
         self._run.changed.connect(lambda: self.evaluate())
+        self._ws.prediction_shown.connect(self._on_prediction_shown)
+        self._viewer.layers.events.inserted.connect(lambda _e: self._suggest_truth())
+        self._suggest_truth()
+
+    def _truth_candidate(self, pred_name: str | None = None):
+        """The ``*_truth`` labels layer of the prediction's image, else the only one."""
+        from napari.layers import Labels
+
+        truths = [
+            layer
+            for layer in self._viewer.layers
+            if isinstance(layer, Labels) and layer.name.endswith(TRUTH_SUFFIX)
+        ]
+        image = None
+        if pred_name is not None and pred_name in self._viewer.layers:
+            meta = self._viewer.layers[pred_name].metadata
+            image = meta.get("cp2_image") or pred_name.removesuffix(SUFFIXES["masks"])
+        for layer in truths:
+            if image is not None and layer.name == image + TRUTH_SUFFIX:
+                return layer
+        return truths[0] if len(truths) == 1 else None
+
+    def _suggest_truth(self) -> None:
+        """Fill an empty ``ground truth`` with a ``*_truth`` layer, and prefer other labels."""
+        self._truth.reset_choices()
+        pred = self._pred.value
+        if pred is not None and pred.name.endswith(TRUTH_SUFFIX):
+            self._pred.reset_choices()
+            others = [c for c in self._pred.choices if not c.name.endswith(TRUTH_SUFFIX)]
+            if others:
+                self._pred.value = others[-1]
+        if self._truth.value is None:
+            candidate = self._truth_candidate(getattr(self._pred.value, "name", None))
+            if candidate is not None:
+                self._truth.value = candidate
+
+    def _on_prediction_shown(self, labels_name: str, _image_name: str) -> None:
+        """Evaluate the prediction the user just made, against its image's ground truth."""
+        if labels_name not in self._viewer.layers:
+            return
+        self._pred.reset_choices()
+        self._truth.reset_choices()
+        self._pred.value = self._viewer.layers[labels_name]
+        candidate = self._truth_candidate(labels_name)
+        if candidate is not None:
+            self._truth.value = candidate
 
     def _make_canvas(self):
         from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
@@ -148,6 +197,7 @@ class EvaluateWidget(Container):
         ax.set_xlabel("IoU threshold")
         ax.set_ylabel("AP")
         ax.set_ylim(0, 1.02)
+        self._canvas.show()
         self._canvas.draw_idle()
 
     def _set_layer(self, name: str, data: np.ndarray, like) -> None:

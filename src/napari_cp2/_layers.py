@@ -22,6 +22,8 @@ __all__ = [
 
 #: Suffixes of the layers made from one segmentation of an image layer.
 SUFFIXES = {"masks": "_cp2_masks", "flows": "_cp2_flows", "cellprob": "_cp2_cellprob"}
+#: Name suffix of a ground-truth labels layer (the samples' ``<image>_truth``).
+TRUTH_SUFFIX = "_truth"
 
 
 @dataclass(frozen=True)

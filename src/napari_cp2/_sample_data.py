@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._layers import TRUTH_SUFFIX
+
 __all__ = [
     "load_sample",
     "sample_data_dir",
@@ -75,7 +77,7 @@ def load_sample(key: str) -> list[tuple[np.ndarray, dict, str]]:
         image, truth = synth.image, synth.labels
     out = [(image, {"name": stem, "rgb": image.ndim == 3 and image.shape[-1] in (3, 4)}, "image")]
     if truth is not None:
-        out.append((truth, {"name": f"{stem}_truth", "visible": False}, "labels"))
+        out.append((truth, {"name": stem + TRUTH_SUFFIX, "visible": False}, "labels"))
     return out
 
 

@@ -43,8 +43,9 @@ class SegmentWidget(Container):
 
     Parameters
     ----------
-    viewer : napari.viewer.Viewer
-        The viewer to work in.
+    napari_viewer : napari.viewer.Viewer
+        The viewer to work in (napari passes it by this name when the widget is opened
+        from the Plugins menu).
     workspace : Cp2Workspace, optional
         Shared plugin state (default: the viewer's own).
     threaded : bool, optional
@@ -52,11 +53,11 @@ class SegmentWidget(Container):
     """
 
     def __init__(
-        self, viewer: Viewer, *, workspace: Cp2Workspace | None = None, threaded=None
+        self, napari_viewer: Viewer, *, workspace: Cp2Workspace | None = None, threaded=None
     ) -> None:
         super().__init__()
-        self._viewer = viewer
-        self._ws = workspace if workspace is not None else workspace_for(viewer)
+        self._viewer = napari_viewer
+        self._ws = workspace if workspace is not None else workspace_for(napari_viewer)
         self._threaded = threaded
         self.task: jobs.Task | None = None
         self._pending_recompute = False
@@ -256,8 +257,9 @@ class SegmentWidget(Container):
         key, seg = result
         name = self._show_layers(layer, seg)
         self._ws.cache[layer.name] = CachedSegmentation(key, seg, name)
-        self._ws.set_prediction(name, np.asarray(self._viewer.layers[name].data))
+        self._ws.set_prediction(name, np.asarray(self._viewer.layers[name].data), model=key)
         self._record_in_project(layer.name, name, key)
+        self._ws.prediction_shown.emit(name, layer.name)
         self._status.value = f"{int(seg.masks.max())} ROIs"
         route = getattr(seg, "route", None)
         if route is not None:  # a zoo routed this image to one of its specialists
@@ -327,7 +329,7 @@ class SegmentWidget(Container):
         labels = self._viewer.layers[cached.labels_layer]
         labels.data = np.asarray(seg.masks)
         self._ws.cache[layer.name] = CachedSegmentation(cached.model_key, seg, labels.name)
-        self._ws.set_prediction(labels.name, labels.data)
+        self._ws.set_prediction(labels.name, labels.data, model=cached.model_key)
         self._record_in_project(layer.name, labels.name, cached.model_key)
         self._status.value = f"{int(seg.masks.max())} ROIs"
         if self._pending_recompute:

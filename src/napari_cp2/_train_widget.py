@@ -64,8 +64,9 @@ class TrainWidget(Container):
 
     Parameters
     ----------
-    viewer : napari.viewer.Viewer
-        The viewer to work in.
+    napari_viewer : napari.viewer.Viewer
+        The viewer to work in (napari passes it by this name when the widget is opened
+        from the Plugins menu).
     workspace : Cp2Workspace, optional
         Shared plugin state (default: the viewer's own).
     threaded : bool, optional
@@ -73,11 +74,11 @@ class TrainWidget(Container):
     """
 
     def __init__(
-        self, viewer: Viewer, *, workspace: Cp2Workspace | None = None, threaded=None
+        self, napari_viewer: Viewer, *, workspace: Cp2Workspace | None = None, threaded=None
     ) -> None:
         super().__init__()
-        self._viewer = viewer
-        self._ws = workspace if workspace is not None else workspace_for(viewer)
+        self._viewer = napari_viewer
+        self._ws = workspace if workspace is not None else workspace_for(napari_viewer)
         self._threaded = threaded
         self.task: jobs.Task | None = None
         self.last_record = None

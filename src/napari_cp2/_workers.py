@@ -324,9 +324,16 @@ def preload_training() -> None:
     preload()
 
 
-def accept_labels(project, name: str, labels: np.ndarray, *, overwrite: bool = True):
-    """Hand corrected labels to the project; returns its ROI accounting."""
-    return project.accept(name, labels, overwrite=overwrite)
+def accept_labels(
+    project, name: str, labels: np.ndarray, *, prediction=None, model=None, overwrite=True
+):
+    """Hand corrected labels (and the prediction they were corrected from) to the project.
+
+    Returns the project's ROI accounting.
+    """
+    return project.accept(
+        name, labels, overwrite=overwrite, prediction=prediction, prediction_model=model
+    )
 
 
 def retrain_job(project, config) -> Generator:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from psygnal import Signal
 
-__all__ = ["CachedSegmentation", "Cp2Workspace", "workspace_for"]
+__all__ = ["CachedSegmentation", "Cp2Workspace", "unwrap_viewer", "workspace_for"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,8 @@ class Cp2Workspace:
     segment_requested = Signal(str)
     #: Emitted with the image name after an image was accepted into the project.
     image_accepted = Signal(str)
+    #: Emitted with (labels layer name, image layer name) when a model prediction is shown.
+    prediction_shown = Signal(str, str)
 
     def __init__(self) -> None:
         self.models: dict[str, Any] = {}
@@ -63,11 +65,22 @@ class Cp2Workspace:
         self.project: Any = None
         self.cache: dict[str, CachedSegmentation] = {}
         self._predictions: dict[str, np.ndarray] = {}
+        self._prediction_models: dict[str, str | None] = {}
         self.tasks: list[Any] = []
 
-    def set_prediction(self, labels_layer: str, masks: np.ndarray) -> None:
-        """Remember the model prediction shown in ``labels_layer`` (a copy is kept)."""
+    def set_prediction(
+        self, labels_layer: str, masks: np.ndarray, *, model: str | None = None
+    ) -> None:
+        """Remember the model prediction shown in ``labels_layer`` (a copy is kept).
+
+        ``model`` names the model that made it (recorded with the prediction in a project).
+        """
         self._predictions[labels_layer] = np.array(masks, copy=True)
+        self._prediction_models[labels_layer] = model
+
+    def prediction_model(self, labels_layer: str) -> str | None:
+        """The model that made the prediction behind ``labels_layer`` (None: unknown)."""
+        return self._prediction_models.get(labels_layer)
 
     def prediction_for(self, labels_layer: str) -> np.ndarray | None:
         """Return the model prediction behind ``labels_layer``, or None if it was drawn."""
@@ -103,8 +116,25 @@ def workspace_for(viewer: Any) -> Cp2Workspace:
     >>> workspace_for(v) is workspace_for(v)
     True
     """
+    viewer = unwrap_viewer(viewer)
     ws = _WORKSPACES.get(viewer)
     if ws is None:
         ws = Cp2Workspace()
         _WORKSPACES[viewer] = ws
     return ws
+
+
+def unwrap_viewer(viewer: Any) -> Any:
+    """The viewer behind napari's ``PublicOnlyProxy``.
+
+    napari hands each plugin widget its own proxy of the viewer; keyed on the proxy, widgets
+    opened from the Plugins menu would not share one workspace.
+
+    Examples
+    --------
+    >>> class FakeViewer: ...
+    >>> v = FakeViewer()
+    >>> unwrap_viewer(v) is v
+    True
+    """
+    return getattr(viewer, "__wrapped__", viewer)

@@ -48,3 +48,28 @@ def test_zoo_folder_is_offered_as_auto_and_reports_its_route(make_napari_viewer,
     widget.run(viewer.layers["cells"])
     assert "cells_cp2_masks" in viewer.layers
     assert "routed to cluster" in widget._status.value
+
+
+def test_zoo_thresholds_and_diameter_estimate_from_the_menu(make_napari_viewer, tmp_path, notes):
+    """With "auto (zoo)" chosen, the threshold sliders recompute masks with the routed
+    specialist, and "estimate diameter" answers (here: the specialist has no size model)."""
+    from cp2_engine.synthetic import touching_cells
+
+    zoo = _tiny_zoo(tmp_path / "myzoo")
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-cp2", "Model & segment")
+    widget._threaded = False
+    viewer.add_image(touching_cells((96, 96), diameter=30, seed=1).image, name="cells")
+    widget._model.value = widget.add_zoo(zoo)
+    widget._cellprob.value = -6.0
+    widget.run(viewer.layers["cells"])
+    first = widget._ws.cache["cells"].segmentation
+    widget._cellprob.value = 6.0  # the slider alone triggers a mask recompute
+    assert not [text for sev, text in notes if sev == "error"], notes
+    again = widget._ws.cache["cells"].segmentation
+    assert again is not first and again.config.cellprob_threshold == 6.0
+    assert again.route == first.route  # the same specialist recomputed its own flows
+    widget.estimate_diameter()
+    errors = [text for sev, text in notes if sev == "error"]
+    assert errors and "size model" in errors[-1], notes
+    assert "has no attribute" not in " ".join(errors)

@@ -513,7 +513,13 @@ class HitlProject:
         return account_rois(pred, labels)
 
     def accept(
-        self, name: str, corrected_labels: np.ndarray, *, overwrite: bool = False
+        self,
+        name: str,
+        corrected_labels: np.ndarray,
+        *,
+        overwrite: bool = False,
+        prediction: np.ndarray | None = None,
+        prediction_model: str | None = None,
     ) -> RoiAccounting:
         """Store the human's corrected labels of ``name`` and their ROI accounting.
 
@@ -526,6 +532,13 @@ class HitlProject:
         overwrite : bool
             Replace labels accepted earlier; the old files move to ``corrected/backup/``.
             Without it, accepting an accepted image raises FileExistsError.
+        prediction : ndarray of int, shape (H, W), optional
+            The model prediction the human corrected, when it was made outside the project
+            (e.g. in napari before the project was opened). It is stored as the image's
+            prediction (made by ``prediction_model``) when it differs from the stored one,
+            so that the accounting counts its ROIs as the model's.
+        prediction_model : str, optional
+            Name or path of the model that made ``prediction``.
 
         Returns
         -------
@@ -537,12 +550,16 @@ class HitlProject:
         shape = self._spatial(name)
         if labels.shape != shape:
             raise ValueError(f"corrected_labels shape {labels.shape} != image {name!r} {shape}")
+        if self.is_accepted(name) and not overwrite:
+            raise FileExistsError(
+                f"{name!r} is already accepted; pass overwrite=True to replace it (the old "
+                "labels are kept in corrected/backup/)"
+            )
+        if prediction is not None:
+            stored = self.prediction(name)
+            if stored is None or not np.array_equal(stored, prediction):
+                self.set_prediction(name, prediction, model=prediction_model)
         if self.is_accepted(name):
-            if not overwrite:
-                raise FileExistsError(
-                    f"{name!r} is already accepted; pass overwrite=True to replace it (the old "
-                    "labels are kept in corrected/backup/)"
-                )
             self._backup(name)
         acc = self._account(name, labels)
         pred_meta = self.folder / "predictions" / f"{name}_pred.json"

@@ -287,3 +287,33 @@ class ZooModel:
             image, diameter=diameter, channels=channels, config=config, **overrides
         )
         return ZooSegmentation(seg, decision)
+
+    def recompute_masks(self, seg, **thresholds) -> ZooSegmentation:
+        """Recompute masks from the cached flows of ``seg`` with the specialist that made them.
+
+        ``thresholds`` are those of :meth:`~cp2_engine.model.Model.recompute_masks`
+        (``flow_threshold``, ``cellprob_threshold``, ``min_size``); no network runs.
+        """
+        if not isinstance(seg, ZooSegmentation):
+            raise TypeError(
+                f"seg must be a ZooSegmentation made by this zoo, got {type(seg).__name__}"
+            )
+        specialist = self.specialist(seg.route.cluster)
+        new = specialist.recompute_masks(seg.segmentation, **thresholds)
+        return ZooSegmentation(new, seg.route)
+
+    def estimate_diameter(self, image, *, channels=(0, 0), config=None, **overrides) -> float:
+        """Estimate the cell diameter with the size model of the specialist the image routes to.
+
+        The image is routed at its own scale (no diameter yet), as :meth:`segment` does when
+        no diameter is given.
+
+        Raises
+        ------
+        ValueError
+            If that specialist has no size model.
+        """
+        decision = self.route(image, diameter=None, channels=channels)
+        return self.specialist(decision.cluster).estimate_diameter(
+            image, channels=channels, config=config, **overrides
+        )
