@@ -45,9 +45,9 @@ def _worker(variant: str, epochs: int, threads: int, n_train: int, n_test: int) 
 
     import torch
 
+    from cp2_engine.inference import Model
     from cp2_engine.metrics import average_precision
-    from cp2_engine.model import Model
-    from cp2_engine.train import TrainConfig, train
+    from cp2_engine.training import TrainConfig, train
 
     torch.set_num_threads(threads)
     train_set, test_set = _data(n_train, n_test)

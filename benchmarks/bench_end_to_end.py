@@ -110,11 +110,10 @@ def trained_weights() -> Path:
     import torch
     import torch.nn.functional as F
 
-    from cp2_engine.flows import masks_to_flows
-    from cp2_engine.net import CPnet
+    from cp2_engine.inference import convert_image
+    from cp2_engine.network import CPnet, save_model
+    from cp2_engine.postprocess import masks_to_flows
     from cp2_engine.synthetic import touching_cells
-    from cp2_engine.transforms import convert_image
-    from cp2_engine.weights import save_model
 
     path = _cache_path()
     if path.is_file():
@@ -151,7 +150,7 @@ def trained_weights() -> Path:
 
 
 def _run_cp2(weights: Path, image: np.ndarray, repeats: int, **options) -> tuple[dict, np.ndarray]:
-    from cp2_engine.model import Model
+    from cp2_engine.inference import Model
 
     model = Model.load(weights, device="cpu")
     model.segment(image[:256, :256], diameter=30.0, **options)  # warm-up (numba JIT)
@@ -174,7 +173,7 @@ def _run_cellpose(python: str, weights: Path, folder: Path, args) -> dict:
 
 
 def _cross_check(folder: Path) -> tuple[float, np.ndarray]:
-    from cp2_engine.masks import compute_masks
+    from cp2_engine.postprocess import compute_masks
 
     ref = np.load(folder / "cellpose.npz")
     t0 = time.perf_counter()

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cp2_engine.hitl.project import HitlProject
-from cp2_engine.model import Model
+from cp2_engine.hitl import HitlProject
+from cp2_engine.inference import Model
+from cp2_engine.network import save_model
 from cp2_engine.synthetic import touching_cells
-from cp2_engine.train import EpochEvent, TrainConfig
-from cp2_engine.weights import save_model
+from cp2_engine.training import EpochEvent, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 ROUND_EPOCHS = 100

@@ -49,10 +49,10 @@ print(int(s.labels.max()))
 
 def _segmenter(kind: str):
     if kind == "classic":
-        from cp2_engine.classic import ClassicSegmenter
+        from cp2_engine.inference import ClassicSegmenter
 
         return ClassicSegmenter(threshold=0.25 * 65535), "classic watershed"
-    from cp2_engine.model import Model
+    from cp2_engine.inference import Model
 
     try:
         return Model.load("cp2_nuclei", device="cpu"), "bundled cp2_nuclei"
@@ -84,8 +84,7 @@ print(json.dumps({{"seconds": dt, "n_cells": int(masks.max()),
 
 def _tile_counts(size: int, blocksize: int, rescale: float) -> tuple[int, int]:
     """224-px network tiles of one pass over the image, and of the blocks together."""
-    from cp2_engine.large import BlockGrid
-    from cp2_engine.large_network import NetworkLayout
+    from cp2_engine.large import BlockGrid, NetworkLayout
 
     layout = NetworkLayout.build((size, size), blocksize=blocksize, rescale=rescale)
     grid = BlockGrid((size, size), blocksize, 0)

@@ -46,8 +46,7 @@ CP2_VARIANTS = {
 
 def _variants(folder: Path) -> dict:
     """Forward functions to time: cp2 variants and, when importable, Cellpose's CPnet."""
-    from cp2_engine.net import inference_forward
-    from cp2_engine.weights import build_net_from_state, load_state_dict
+    from cp2_engine.network import build_net_from_state, inference_forward, load_state_dict
 
     state = load_state_dict(folder / "weights")
     fns = {}
@@ -101,8 +100,7 @@ def _prepare(folder: Path, batch: int, size: int) -> None:
     """Write seeded random weights (with non-trivial BN statistics) and an input batch."""
     import torch
 
-    from cp2_engine.net import CPnet
-    from cp2_engine.weights import save_model
+    from cp2_engine.network import CPnet, save_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

@@ -111,8 +111,7 @@ def main(argv=None) -> None:
     size, n_cells = (1024, 500) if args.quick else (2048, 2000)
     repeats = args.repeats or (3 if args.quick else 5)
 
-    from cp2_engine.flows import masks_to_flows
-    from cp2_engine.masks import compute_masks
+    from cp2_engine.postprocess import compute_masks, masks_to_flows
     from cp2_engine.synthetic import touching_cells
 
     labels = touching_cells((size, size), n_cells=n_cells, diameter=30, seed=0).labels

@@ -82,7 +82,7 @@ _CP2_WORKER = textwrap.dedent(
     """
     import contextlib, json, sys, time
     import numpy as np, torch
-    from cp2_engine.weights import build_net_from_state, load_state_dict
+    from cp2_engine.network._weights import build_net_from_state, load_state_dict
     folder, steps, threads, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     variant = sys.argv[5]
     torch.set_num_threads(threads)
@@ -103,12 +103,11 @@ def _make_batch(folder: Path, batch: int) -> float:
     """Write x.npy, target.npy and weights; return the augmentation time per batch (s)."""
     import torch
 
-    from cp2_engine.augment import random_rotate_and_resize
-    from cp2_engine.flows import masks_to_flows
-    from cp2_engine.net import CPnet
+    from cp2_engine.inference import convert_image
+    from cp2_engine.network import CPnet, save_model
+    from cp2_engine.postprocess import masks_to_flows
     from cp2_engine.synthetic import touching_cells
-    from cp2_engine.transforms import convert_image
-    from cp2_engine.weights import save_model
+    from cp2_engine.training import random_rotate_and_resize
 
     cells = [touching_cells((256, 256), n_cells=40, diameter=30, seed=i) for i in range(batch)]
     imgs = [convert_image(c.image, normalize=True) for c in cells]
@@ -146,9 +145,9 @@ def _cellpose_python() -> str | None:
 def _full_round(threads: int, *, bf16: bool | None = None) -> float:
     import torch
 
-    from cp2_engine.net import CPnet
+    from cp2_engine.network import CPnet
     from cp2_engine.synthetic import touching_cells
-    from cp2_engine.train import TrainConfig, train
+    from cp2_engine.training import TrainConfig, train
 
     torch.set_num_threads(threads)
     cells = [touching_cells((256, 256), n_cells=40, diameter=30, seed=i) for i in range(8)]

@@ -16,10 +16,8 @@ import numpy as np
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from cp2_engine.net import CPnet
-from cp2_engine.zoo.clustering import cluster_styles, knn_graph, leiden_partition
-from cp2_engine.zoo.routing import StyleRouter
-from cp2_engine.zoo.styles import compute_styles
+from cp2_engine.network import CPnet
+from cp2_engine.zoo import StyleRouter, cluster_styles, compute_styles, knn_graph, leiden_partition
 
 
 def planted(n: int, k: int = 8, dim: int = 256, seed: int = 0):

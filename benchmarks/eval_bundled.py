@@ -1,6 +1,6 @@
 """Evaluate a bundled model on its validation split and print AP per source and image type.
 
-A thin command line over :mod:`cp2_engine.recipe_install` (``evaluate``, ``summarise``,
+A thin command line over :mod:`cp2_engine.recipes._install` (``evaluate``, ``summarise``,
 ``format_table``). AP is the Cellpose "average precision" ``TP / (TP + FP + FN)``, averaged over
 images. ``--diameter gt`` gives the model each image's annotated median diameter; ``auto`` lets
 its size model estimate it (what a user gets with diameter=None).
@@ -35,9 +35,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     import torch
 
-    from cp2_engine.model import Model
-    from cp2_engine.recipe_data import load_bundled_recipe
-    from cp2_engine.recipe_install import evaluate, format_table, summarise
+    from cp2_engine.inference import Model
+    from cp2_engine.recipes import evaluate, format_table, load_bundled_recipe, summarise
 
     torch.set_num_threads(args.threads)
     recipe = load_bundled_recipe(args.recipe)

@@ -5,7 +5,7 @@ Styles of the DSB2018 train split from ``cp2_nuclei`` -> kNN graph (50 neighbour
 ``cp2_nuclei`` -> a generalist fine-tuned the same way on images sampled equally across
 clusters -> both evaluated on the validation split (AP at IoU 0.5-0.95, true diameters given).
 
-The build is resumable (``cp2_engine.zoo.build``), so the clusters can be computed on one
+The build is resumable (``cp2_engine.zoo._build``), so the clusters can be computed on one
 machine and the models trained on another (a GPU) by running the same command twice::
 
     python benchmarks/zoo_dsb2018.py --data DATA/dsb2018 --out ZOO --stop-after-clusters
@@ -54,7 +54,7 @@ def load_split(root: Path, split: str) -> tuple[list, list, list, list]:
 
 def build(args, images, labels):
     """Build (or resume) the zoo; returns the Zoo, or None when stopped after clustering."""
-    from cp2_engine.zoo.build import iter_build_zoo
+    from cp2_engine.zoo import iter_build_zoo
 
     gen = iter_build_zoo(
         images, labels, base_model="cp2_nuclei", out=args.out, n_neighbors=args.neighbors,
@@ -87,10 +87,8 @@ def cluster_table(labels: np.ndarray, types: list[str]) -> str:
 
 def evaluate(zoo_folder: Path, images, labels, names, out: Path) -> str:
     """Zoo vs generalist on the validation images: writes ap.csv/md/png, returns the table."""
-    from cp2_engine._generators import drain
-    from cp2_engine.zoo.evaluate import iter_evaluate_zoo
-    from cp2_engine.zoo.plots import plot_ap_curves
-    from cp2_engine.zoo.routing import ZooModel
+    from cp2_engine.util import drain
+    from cp2_engine.zoo import ZooModel, iter_evaluate_zoo, plot_ap_curves
 
     zoo_model = ZooModel.load(zoo_folder)
     evaluation = drain(iter_evaluate_zoo(zoo_model, images, labels, names=names))

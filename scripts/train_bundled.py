@@ -1,6 +1,6 @@
 """Train a bundled model from its recipe (thin wrapper; the engine's ``cp2 train`` does the same).
 
-The work is done by :func:`cp2_engine.recipe_training.iter_train_recipe`; prefer::
+The work is done by :func:`cp2_engine.recipes.iter_train_recipe`; prefer::
 
     cp2 train --recipe recipes/cp2_nuclei.toml --out /work/ckpt/cp2_nuclei [--install]
 
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from cp2_engine._generators import drain
-from cp2_engine.recipe_training import TIME_PROBE_STEPS, iter_train_recipe
+from cp2_engine.recipes import TIME_PROBE_STEPS, iter_train_recipe
+from cp2_engine.util import drain
 
 
 def _log_progress(gen):

@@ -9,22 +9,24 @@ from __future__ import annotations
 import importlib
 
 try:
-    from ._version import version as __version__
+    from cp2_engine._version import version as __version__
 except ImportError:  # pragma: no cover - only in a source tree without setuptools-scm metadata
     __version__ = "0.0.0"
 
 _EXPORTS = {
+    "Segmenter": "inference",
+    "load_segmenter": "segmenters",
     "APResult": "metrics",
-    "CPnet": "net",
-    "Model": "model",
-    "SegmentConfig": "config",
-    "Segmentation": "model",
+    "CPnet": "network",
+    "Model": "inference",
+    "SegmentConfig": "inference",
+    "Segmentation": "inference",
     "average_precision": "metrics",
-    "compute_masks": "masks",
-    "find_model": "registry",
-    "list_models": "registry",
-    "masks_to_flows": "flows",
-    "resolve_device": "_device",
+    "compute_masks": "postprocess",
+    "find_model": "network",
+    "list_models": "network",
+    "masks_to_flows": "postprocess",
+    "resolve_device": "network",
 }
 
 __all__ = sorted(_EXPORTS)

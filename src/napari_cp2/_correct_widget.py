@@ -32,7 +32,7 @@ def provenance_counts(prediction: np.ndarray | None, labels: np.ndarray):
     >>> acc.n_accepted, acc.n_deleted
     (1, 1)
     """
-    from cp2_engine.hitl.accounting import account_rois
+    from cp2_engine.hitl import account_rois
 
     labels = np.asarray(labels)
     pred = np.zeros(labels.shape, np.uint16) if prediction is None else prediction

@@ -177,7 +177,7 @@ class TrainWidget(Container):
     # --------------------------------------------------------------------- training
     def config(self):
         """The TrainConfig of the next round (online mode, the widget's settings)."""
-        from cp2_engine.train import TrainConfig
+        from cp2_engine.training import TrainConfig
 
         return TrainConfig(
             mode="online",

@@ -158,7 +158,7 @@ class Task:
     def _start_thread(self) -> None:
         from napari.qt.threading import create_worker
 
-        from cp2_engine.tiling import tune_allocator
+        from cp2_engine.inference import tune_allocator
 
         tune_allocator()  # before the thread exists: it then shares the main malloc heap
         worker = create_worker(lambda: (yield from self._gen), _start_thread=False)
@@ -206,7 +206,7 @@ def model_choices() -> list[tuple[str, str]]:
     >>> all(isinstance(key, str) for _, key in model_choices())
     True
     """
-    from cp2_engine.registry import list_models
+    from cp2_engine.network import list_models
 
     return [(f"{spec.name} ({spec.source})", spec.name) for spec in list_models()]
 
@@ -231,7 +231,7 @@ def model_key_for_path(path) -> str:
 
 def check_zoo(folder) -> str:
     """Validate the zoo in ``folder`` (every model file present) and return its model key."""
-    from cp2_engine.zoo.store import load_zoo
+    from cp2_engine.zoo import load_zoo
 
     key = model_key_for_path(folder)
     if not key.startswith(ZOO_PREFIX):
@@ -251,7 +251,7 @@ def project_model_choices(project) -> list[tuple[str, str]]:
 def get_model(cache: dict, key: str):
     """Load the model ``key`` (name or path) once and keep it in ``cache``."""
     if key not in cache:
-        from cp2_engine.model import Model
+        from cp2_engine.inference import Model
 
         from ._tooltips import message
 
@@ -297,7 +297,7 @@ def estimate_job(cache: dict, key: str, eimg) -> Generator:
 
 def open_project(folder, *, images: dict | None = None, initial_model: str = "cyto2"):
     """Open the HITL project in ``folder``, or create it from ``images`` {name: array}."""
-    from cp2_engine.hitl.project import HitlProject
+    from cp2_engine.hitl import HitlProject
 
     folder = Path(folder)
     if (folder / "project.json").is_file():
@@ -319,7 +319,7 @@ def store_prediction(project, name: str, masks: np.ndarray, *, model: str) -> No
 def preload_training() -> None:
     """Load the lazily imported parts of the training stack on the calling (main) thread, so the
     retraining worker never holds the GIL for imports while the event loop waits."""
-    from cp2_engine.train import preload
+    from cp2_engine.training import preload
 
     preload()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cp2_engine.hitl.accounting import RoiAccounting, account_rois
+from cp2_engine.hitl import RoiAccounting, account_rois
 
 
 def _square(labels: np.ndarray, label: int, y: int, x: int, size: int = 4) -> None:

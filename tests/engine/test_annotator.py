@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cp2_engine.hitl.annotator import SimulatedAnnotator
+from cp2_engine.hitl import SimulatedAnnotator
 
 
 def _truth() -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Tests of the training augmentation (cp2_engine.augment)."""
+"""Tests of the training augmentation (cp2_engine.training._augment)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 from scipy import ndimage as ndi
 
-from cp2_engine.augment import random_rotate_and_resize
-from cp2_engine.flows import masks_to_flows
+from cp2_engine.postprocess import masks_to_flows
 from cp2_engine.synthetic import touching_cells
+from cp2_engine.training import random_rotate_and_resize
 
 
 def _sample(seed=0, shape=(96, 96), diameter=24):

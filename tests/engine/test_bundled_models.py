@@ -17,10 +17,16 @@ import pytest
 import tifffile
 import torch
 
+from cp2_engine.inference import Model
 from cp2_engine.metrics import average_precision
-from cp2_engine.model import Model
-from cp2_engine.registry import bundled_dir, find_model
-from cp2_engine.weights import load_state_dict, read_metadata, sha256_file, verify_sha256
+from cp2_engine.network import (
+    bundled_dir,
+    find_model,
+    load_state_dict,
+    read_metadata,
+    sha256_file,
+    verify_sha256,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "sample_data"

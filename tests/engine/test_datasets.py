@@ -1,4 +1,4 @@
-"""Tests of dataset loading and the dataset utilities (cp2_engine.datasets)."""
+"""Tests of dataset loading and the dataset utilities (cp2_engine.training._datasets)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import tifffile
 from skimage import io as skio
 
-from cp2_engine.datasets import (
+from cp2_engine.training import (
     Subset,
     default_subset_sizes,
     from_arrays,

@@ -16,8 +16,9 @@ from cp2_engine.demo import (
     overlay_rgb,
     prepare_out_dir,
     run_demo,
+    to_html,
+    to_markdown,
 )
-from cp2_engine.demo_report import to_html, to_markdown
 from cp2_engine.io import load_seg_npy
 from cp2_engine.synthetic import touching_cells
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from cp2_engine.dynamics import follow_flows, get_masks
+from cp2_engine.postprocess import follow_flows, get_masks
 
 
 def _reference_euler(field: np.ndarray, mask: np.ndarray, niter: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cp2_engine.experiments import (
+from cp2_engine.hitl import (
     ExperimentData,
     ExperimentSettings,
     iter_hitl_vs_offline,

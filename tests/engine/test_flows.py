@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cp2_engine.flows import (
+from cp2_engine.postprocess import (
     consecutive_labels,
     labels_to_flows,
     mask_centres,

@@ -11,11 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cp2_engine.flows import masks_to_flows
-from cp2_engine.masks import compute_masks
+from cp2_engine.inference import Model, convert_image, normalize99
 from cp2_engine.metrics import average_precision
-from cp2_engine.model import Model
-from cp2_engine.transforms import convert_image, normalize99
+from cp2_engine.postprocess import compute_masks, masks_to_flows
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

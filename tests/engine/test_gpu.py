@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from cp2_engine.flows import masks_to_flows
+from cp2_engine.inference import Model
 from cp2_engine.metrics import average_precision
-from cp2_engine.model import Model
-from cp2_engine.net import CPnet
+from cp2_engine.network import CPnet
+from cp2_engine.postprocess import masks_to_flows
 from cp2_engine.synthetic import touching_cells
-from cp2_engine.train import TrainConfig, train
+from cp2_engine.training import TrainConfig, train
 
 pytestmark = [
     pytest.mark.gpu,

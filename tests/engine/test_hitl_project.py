@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from cp2_engine.hitl.project import HitlProject
+from cp2_engine.hitl import HitlProject
 
 
 def _disks(shape, centres, radius):
@@ -133,7 +133,7 @@ def test_image_names_from_paths(tmp_path, rng):
 
 
 def _tiny_config():
-    from cp2_engine.train import TrainConfig
+    from cp2_engine.training import TrainConfig
 
     return TrainConfig(
         n_epochs=1, bsize=32, batch_size=2, min_images_per_epoch=2, warmup_epochs=0,
@@ -145,11 +145,11 @@ def _tiny_config():
 def test_end_to_end_round_uses_the_new_model(tmp_path):
     import torch
 
-    from cp2_engine.hitl.annotator import SimulatedAnnotator
-    from cp2_engine.model import Model
+    from cp2_engine.hitl import SimulatedAnnotator
+    from cp2_engine.inference import Model
+    from cp2_engine.network import save_model
     from cp2_engine.synthetic import touching_cells
-    from cp2_engine.train import TrainEvent
-    from cp2_engine.weights import save_model
+    from cp2_engine.training import TrainEvent
 
     cells = [touching_cells((64, 64), n_cells=6, diameter=16, seed=s) for s in range(2)]
     start = tmp_path / "start_model"
@@ -185,7 +185,7 @@ def test_end_to_end_round_uses_the_new_model(tmp_path):
 
 @pytest.mark.slow
 def test_cancelled_retrain_registers_nothing(project):
-    from cp2_engine.train import TrainStarted
+    from cp2_engine.training import TrainStarted
 
     project.accept("image_000", project.truth("image_000"))
     gen = project.iter_retrain(config=_tiny_config(), evaluate=False)

@@ -21,12 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cp2_engine.flows import masks_to_flows
-from cp2_engine.masks import compute_masks
+from cp2_engine.inference import Model
 from cp2_engine.metrics import average_precision
-from cp2_engine.model import Model
+from cp2_engine.network import save_model
+from cp2_engine.postprocess import compute_masks, masks_to_flows
 from cp2_engine.synthetic import touching_cells
-from cp2_engine.weights import save_model
 
 pytestmark = pytest.mark.parity
 REPO = Path(__file__).resolve().parents[2]

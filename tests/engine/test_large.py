@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zarr
 
-from cp2_engine.classic import ClassicSegmenter
+from cp2_engine.inference import ClassicSegmenter
 from cp2_engine.large import BlockGrid, owned_cells, segment_large
 from cp2_engine.synthetic import touching_cells
 
@@ -242,7 +242,7 @@ def test_existing_output_is_refused_unless_overwrite(tmp_path, client):
 
 
 def test_network_model_is_shipped_to_workers_as_a_file(tmp_path, client):
-    from cp2_engine.model import Model
+    from cp2_engine.inference import Model
 
     model = Model.random(seed=0)
     img = touching_cells((256, 256), diameter=30, seed=3).image
@@ -272,8 +272,8 @@ def test_a_cell_seen_by_two_blocks_is_kept_once():
 
 def test_cli_segments_a_zarr_into_a_zarr(tmp_path):
     from cp2_engine.cli import main
-    from cp2_engine.model import Model
-    from cp2_engine.weights import save_model
+    from cp2_engine.inference import Model
+    from cp2_engine.network import save_model
 
     weights = tmp_path / "random_model"
     save_model(Model.random(seed=0).net, weights)
@@ -292,8 +292,8 @@ def _threads_after_pinning():
     import numba
     import torch
 
-    from cp2_engine.flows import masks_to_flows
-    from cp2_engine.large import _pin_threads_to_worker
+    from cp2_engine.large._segment import _pin_threads_to_worker
+    from cp2_engine.postprocess import masks_to_flows
     from cp2_engine.synthetic import touching_cells
 
     _pin_threads_to_worker()
@@ -332,11 +332,9 @@ def test_network_blocks_match_one_pass_and_run_each_tile_once(
 ):
     # blocks used to tile their own crops: more tiles than one pass (2304 vs 1936 at 8192^2,
     # blocksize 2048) and per-crop normalisation. Now they share one pass's tiles.
-    from cp2_engine._generators import drain
-    from cp2_engine.large import iter_segment_large
-    from cp2_engine.large_network import NetworkLayout
-    from cp2_engine.large_network_tasks import TilesDone
-    from cp2_engine.model import Model
+    from cp2_engine.inference import Model
+    from cp2_engine.large import NetworkLayout, TilesDone, iter_segment_large
+    from cp2_engine.util import drain
 
     sample, image = nuclei_sample
     model = Model.load("cp2_nuclei", device="cpu")
@@ -363,9 +361,9 @@ def test_network_path_survives_a_killed_worker(client, tmp_path):
 
     from distributed.comm.core import CommClosedError
 
-    from cp2_engine._generators import drain
+    from cp2_engine.inference import Model
     from cp2_engine.large import iter_segment_large
-    from cp2_engine.model import Model
+    from cp2_engine.util import drain
 
     model = Model.load("cp2_nuclei", device="cpu")
     sample = touching_cells((512, 512), diameter=17, seed=7, irregularity=0.1)
@@ -388,9 +386,9 @@ def _page_faults_of_a_forward_pass():
 
     import torch
 
-    from cp2_engine.large import _pin_threads_to_worker
-    from cp2_engine.net import CPnet
-    from cp2_engine.tiling import accumulate_tiles, tune_allocator
+    from cp2_engine.inference import accumulate_tiles, tune_allocator
+    from cp2_engine.large._segment import _pin_threads_to_worker
+    from cp2_engine.network import CPnet
 
     _pin_threads_to_worker()
     tune_allocator()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cp2_engine.config import SegmentConfig
-from cp2_engine.large import BlockGrid
-from cp2_engine.large_network import (
+from cp2_engine.inference import Model, SegmentConfig, resize_image
+from cp2_engine.large import (
+    BlockGrid,
     NetworkLayout,
     blended_output,
     block_intensity_stats,
@@ -15,9 +15,7 @@ from cp2_engine.large_network import (
     network_input,
     network_sums,
 )
-from cp2_engine.model import Model
 from cp2_engine.synthetic import touching_cells
-from cp2_engine.transforms import resize_image
 
 
 def _blocks_output(model, image, *, diameter, blocksize, overlap, config):

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from cp2_engine.flows import masks_to_flows
-from cp2_engine.masks import (
+from cp2_engine.postprocess import (
     compute_masks,
     fill_holes_and_remove_small_masks,
     flow_error,
+    masks_to_flows,
     remove_bad_flow_masks,
 )
 from cp2_engine.synthetic import touching_cells

@@ -11,14 +11,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cp2_engine.config import SegmentConfig
+from cp2_engine.inference import (
+    Model,
+    Segmentation,
+    SegmentConfig,
+    SizeModel,
+    convert_image,
+    run_tiled,
+)
 from cp2_engine.metrics import average_precision
-from cp2_engine.model import Model, Segmentation
-from cp2_engine.size_model import SizeModel
+from cp2_engine.network import save_model
 from cp2_engine.synthetic import disks
-from cp2_engine.tiling import run_tiled
-from cp2_engine.transforms import convert_image
-from cp2_engine.weights import save_model
 
 
 class _BlobNet(nn.Module):
@@ -193,7 +196,7 @@ def test_style_matches_segment_style(rng):
 def test_zoo_prefix_is_dispatched_to_the_zoo_loader(tmp_path):
     import pytest
 
-    from cp2_engine.model import Model
+    from cp2_engine.inference import Model
 
     with pytest.raises(FileNotFoundError, match="zoo"):
         Model.load(f"zoo:{tmp_path / 'no_such_zoo'}")

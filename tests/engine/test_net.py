@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cp2_engine.net import CPnet, inference_forward
+from cp2_engine.network import CPnet, inference_forward
 
 
 def _seeded_net(seed: int, *args, **kwargs) -> CPnet:

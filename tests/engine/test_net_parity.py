@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from cp2_engine.net import CPnet
-from cp2_engine.weights import build_net_from_state, load_state_dict, save_model
+from cp2_engine.network import CPnet, build_net_from_state, load_state_dict, save_model
 
 _REFERENCE_SCRIPT = textwrap.dedent(
     """

@@ -16,8 +16,7 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from cp2_engine.flows import masks_to_flows
-from cp2_engine.masks import compute_masks
+from cp2_engine.postprocess import compute_masks, masks_to_flows
 from cp2_engine.synthetic import touching_cells
 
 pytestmark = pytest.mark.parity

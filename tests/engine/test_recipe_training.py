@@ -9,16 +9,17 @@ import pytest
 import tifffile
 import torch
 
-from cp2_engine.recipe_data import is_bundled_recipe, load_bundled_recipe
-from cp2_engine.recipe_training import (
+from cp2_engine.recipes import (
     CycleFinished,
     CycleStarted,
+    is_bundled_recipe,
     iter_train_recipe,
+    load_bundled_recipe,
     load_recipe_checkpoint,
     train_recipe,
 )
 from cp2_engine.synthetic import touching_cells
-from cp2_engine.train import StepEvent
+from cp2_engine.training import StepEvent
 
 RECIPE = """
 name = "tiny"
@@ -124,7 +125,7 @@ def test_two_cycles_second_starts_from_first_export(setup):
     assert starts[0].init is None and starts[1].init == str(tmp / "out" / "cycle1" / "tiny")
     init = load_recipe_checkpoint(tmp / "out" / "cycle2" / "train.ckpt")["init"]
     export1 = tmp / "out" / "cycle1" / "tiny"
-    from cp2_engine.weights import sha256_file
+    from cp2_engine.network import sha256_file
 
     assert init["sha256"] == sha256_file(export1) and init["training"]["steps"] == 3
     assert result.cycles[1].init == init
@@ -162,8 +163,8 @@ def test_workers_make_the_same_batches(setup):
 
 
 def test_install_writes_a_loadable_model(setup):
-    from cp2_engine.model import Model
-    from cp2_engine.weights import read_metadata
+    from cp2_engine.inference import Model
+    from cp2_engine.network import read_metadata
 
     tmp, write = setup
     recipe = write("steps = 2")

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from cp2_engine import registry
-from cp2_engine.registry import ModelNotFoundError, ModelSpec, find_model, list_models
+from cp2_engine.network import ModelNotFoundError, ModelSpec, find_model, list_models
+from cp2_engine.network import _registry as registry
 
 
 def _touch(path, content: bytes = b"weights"):
@@ -113,8 +113,7 @@ def test_wrong_type():
 
 
 def test_sidecar_diameter_and_description(dirs):
-    from cp2_engine.net import CPnet
-    from cp2_engine.weights import save_model
+    from cp2_engine.network import CPnet, save_model
 
     with_sidecar = dirs["home"] / "mine"
     dirs["home"].mkdir(parents=True)
@@ -149,9 +148,8 @@ def test_list_models_empty(dirs):
 
 
 def test_cli_models_lists_and_shows(dirs, capsys):
-    from cp2_engine.commands import models as cmd
-    from cp2_engine.net import CPnet
-    from cp2_engine.weights import save_model
+    from cp2_engine.cli import _models as cmd
+    from cp2_engine.network import CPnet, save_model
 
     dirs["home"].mkdir(parents=True)
     save_model(CPnet((2, 8, 16)), dirs["home"] / "small")

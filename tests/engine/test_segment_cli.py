@@ -7,10 +7,10 @@ import pytest
 import tifffile
 
 from cp2_engine.cli import main
+from cp2_engine.inference import Model
 from cp2_engine.io import load_seg_npy
-from cp2_engine.model import Model
+from cp2_engine.network import save_model
 from cp2_engine.synthetic import touching_cells
-from cp2_engine.weights import save_model
 
 
 @pytest.fixture

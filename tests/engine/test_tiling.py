@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from cp2_engine.net import CPnet
-from cp2_engine.tiling import make_tile_grid, run_tiled, taper_mask
+from cp2_engine.inference import make_tile_grid, run_tiled, taper_mask
+from cp2_engine.network import CPnet
 
 
 class _ConvNet(nn.Module):
@@ -104,8 +104,8 @@ def test_rejects_bad_input():
 _THREAD_FAULTS = """
 import resource, threading, time
 import numpy as np, torch
-from cp2_engine.net import CPnet
-from cp2_engine.tiling import run_tiled, tune_allocator
+from cp2_engine.network._net import CPnet
+from cp2_engine.inference._tiling import run_tiled, tune_allocator
 
 stop = threading.Event()
 

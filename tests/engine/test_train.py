@@ -1,4 +1,4 @@
-"""Tests of the training engine (cp2_engine.train) and the loss (cp2_engine.losses)."""
+"""Tests of the training engine and the flow loss (cp2_engine.training)."""
 
 from __future__ import annotations
 
@@ -9,24 +9,24 @@ import numpy as np
 import pytest
 import torch
 
-from cp2_engine.flows import masks_to_flows
-from cp2_engine.losses import FlowLoss, flow_loss
-from cp2_engine.net import CPnet
+from cp2_engine.inference import convert_image
+from cp2_engine.network import CPnet, build_net_from_state, load_state_dict
+from cp2_engine.postprocess import masks_to_flows
 from cp2_engine.synthetic import touching_cells
-from cp2_engine.train import (
+from cp2_engine.training import (
     CheckpointSaved,
     EpochEvent,
+    FlowLoss,
     StepEvent,
     TrainConfig,
     TrainStarted,
     checkpoint_path,
+    flow_loss,
     iter_train,
     learning_rate_schedule,
     load_checkpoint,
     train,
 )
-from cp2_engine.transforms import convert_image
-from cp2_engine.weights import build_net_from_state, load_state_dict
 
 SMALL = (2, 8, 16, 32)
 
@@ -304,8 +304,8 @@ def test_config_is_recorded_in_checkpoint(tmp_path):
 
 
 def test_size_model_saved_beside_model(tmp_path):
-    from cp2_engine.size_model import SizeModel
-    from cp2_engine.train import train_size_model
+    from cp2_engine.inference import SizeModel
+    from cp2_engine.training import train_size_model
 
     cells = [touching_cells((64, 64), n_cells=6, diameter=d, seed=d) for d in (10, 14, 20, 26)]
     net = _small_net()
@@ -345,7 +345,7 @@ def test_cli_train_with_recipe_and_resume(tmp_path):
 def test_cli_flags_reach_the_training_config():
     import argparse
 
-    from cp2_engine.commands import train as train_cmd
+    from cp2_engine.cli import _train as train_cmd
 
     parser = argparse.ArgumentParser()
     train_cmd.add_arguments(parser)
@@ -370,7 +370,7 @@ def test_cpu_training_uses_channels_last_by_default():
 
 
 def test_bf16_is_the_cpu_default_only_where_the_cpu_has_native_bf16(monkeypatch):
-    from cp2_engine import train as train_mod
+    from cp2_engine.training import _train as train_mod
 
     cpu, other = torch.device("cpu"), torch.device("meta")
     for native in (True, False):

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from cp2_engine.transforms import check_image, convert_image, normalize99, resize_image
+from cp2_engine.inference import check_image, convert_image, normalize99, resize_image
 
 
 def _rgb(rng, shape=(24, 30)):
@@ -75,7 +75,7 @@ def test_normalize99_maps_percentiles(rng):
 
 
 def test_constant_channel_becomes_zero_with_warning(caplog):
-    with caplog.at_level(logging.WARNING, logger="cp2_engine.transforms"):
+    with caplog.at_level(logging.WARNING, logger="cp2_engine.inference._transforms"):
         out = normalize99(np.full((16, 16), 42, np.uint16))
     assert not out.any()
     assert "constant" in caplog.text

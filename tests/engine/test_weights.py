@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from cp2_engine.net import CPnet
-from cp2_engine.weights import (
+from cp2_engine.network import (
+    CPnet,
     ModelFileError,
     build_net_from_state,
     infer_architecture,
@@ -130,7 +130,7 @@ def test_cellpose1_file_without_diameters(tmp_path, caplog):
     del state["diam_mean"], state["diam_labels"]
     path = tmp_path / "old"
     torch.save(state, path)
-    with caplog.at_level(logging.WARNING, logger="cp2_engine.weights"):
+    with caplog.at_level(logging.WARNING, logger="cp2_engine.network._weights"):
         loaded = load_state_dict(path)
     assert loaded["diam_mean"].item() == 30.0 and loaded["diam_labels"].item() == 30.0
     assert "diam_mean" in caplog.text

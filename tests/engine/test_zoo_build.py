@@ -6,11 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from cp2_engine.model import Model
+from cp2_engine.inference import Model
 from cp2_engine.synthetic import touching_cells
-from cp2_engine.zoo.build import balanced_indices, iter_build_zoo
-from cp2_engine.zoo.routing import ZooModel
-from cp2_engine.zoo.store import load_zoo
+from cp2_engine.zoo import ZooModel, balanced_indices, iter_build_zoo, load_zoo
 
 TINY_TRAIN = {
     "bsize": 32,
@@ -227,7 +225,7 @@ def test_cli_reports_missing_inputs(tmp_path, capsys):
 @pytest.mark.slow
 def test_cli_build_shows_progress_and_writes_a_zoo(tmp_path, capsys):
     from cp2_engine.cli import main
-    from cp2_engine.zoo.store import load_zoo
+    from cp2_engine.zoo import load_zoo
 
     images, labels, _ = two_style_data()
     data = write_folder(tmp_path / "data", images, labels)

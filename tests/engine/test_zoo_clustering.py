@@ -1,4 +1,4 @@
-"""Tests of cp2_engine.zoo.clustering: planted clusters, clamping, seeding, t-SNE."""
+"""Tests of cp2_engine.zoo._clustering: planted clusters, clamping, seeding, t-SNE."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from cp2_engine.zoo.clustering import (
+from cp2_engine.zoo import (
     check_styles,
     cluster_styles,
     knn_graph,

@@ -7,9 +7,14 @@ import csv
 import numpy as np
 import pytest
 
-from cp2_engine.zoo.clustering import tsne_embedding
-from cp2_engine.zoo.evaluate import DEFAULT_THRESHOLDS, ZooEvaluation
-from cp2_engine.zoo.plots import plot_ap_curves, plot_style_map, thumbnail
+from cp2_engine.zoo import (
+    DEFAULT_THRESHOLDS,
+    ZooEvaluation,
+    plot_ap_curves,
+    plot_style_map,
+    thumbnail,
+    tsne_embedding,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,11 +1,11 @@
-"""Tests of cp2_engine.zoo.routing.StyleRouter: votes, ties, noise stability, errors."""
+"""Tests of cp2_engine.zoo.StyleRouter: votes, ties, noise stability, errors."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cp2_engine.zoo.routing import StyleRouter
+from cp2_engine.zoo import StyleRouter
 
 
 def unit(x):

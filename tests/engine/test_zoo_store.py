@@ -1,4 +1,4 @@
-"""Tests of cp2_engine.zoo.store: round trip, missing files, malformed manifests."""
+"""Tests of cp2_engine.zoo._store: round trip, missing files, malformed manifests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from cp2_engine.zoo.store import (
+from cp2_engine.zoo import (
     MANIFEST_NAME,
     ZooCluster,
     ZooManifest,

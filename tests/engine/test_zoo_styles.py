@@ -1,4 +1,4 @@
-"""Tests of cp2_engine.zoo.styles: crop/pad, diameter rescaling, batching, errors."""
+"""Tests of cp2_engine.zoo._styles: crop/pad, diameter rescaling, batching, errors."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from cp2_engine.model import Model
-from cp2_engine.net import CPnet
-from cp2_engine.transforms import resize_image
-from cp2_engine.zoo.styles import center_crop, compute_styles, style_input
+from cp2_engine.inference import Model, resize_image
+from cp2_engine.network import CPnet
+from cp2_engine.zoo import center_crop, compute_styles, style_input
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +42,7 @@ def test_style_input_rescales_to_diam_mean():
 
 def test_no_cells_means_no_resize_with_a_warning(caplog):
     img = np.random.default_rng(1).random((64, 80))
-    with caplog.at_level(logging.WARNING, logger="cp2_engine.zoo.styles"):
+    with caplog.at_level(logging.WARNING, logger="cp2_engine.zoo._styles"):
         a = style_input(img, diameter=0.0)
     assert "no cells" in caplog.text
     np.testing.assert_array_equal(a, style_input(img, diameter=None))

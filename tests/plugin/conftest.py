@@ -20,8 +20,8 @@ def tiny_cells():
 @pytest.fixture
 def model_file(tmp_path_factory):
     """A saved random-weights cp2 model (loadable by ``Model.load``)."""
-    model_mod = pytest.importorskip("cp2_engine.model")
-    weights = pytest.importorskip("cp2_engine.weights")
+    model_mod = pytest.importorskip("cp2_engine.inference._model")
+    weights = pytest.importorskip("cp2_engine.network._weights")
     path = tmp_path_factory.mktemp("models") / "random_cp2"
     weights.save_model(model_mod.Model.random(seed=0, diam_mean=16.0).net, path)
     return path

@@ -97,8 +97,7 @@ def _touching_pair(lab):
 
 def test_full_loop(make_napari_viewer, qtbot, tmp_path, tiny_cells, model_file, notes):
     """Open, segment, correct, accept, retrain in a worker, segment next, reopen."""
-    from cp2_engine.hitl.accounting import account_rois
-    from cp2_engine.hitl.project import HitlProject
+    from cp2_engine.hitl import HitlProject, account_rois
     from napari_cp2._segment_widget import FILE_CHOICE
     from napari_cp2._workspace import Cp2Workspace
 
@@ -249,7 +248,7 @@ def test_close_viewer_while_training(make_napari_viewer, qtbot, tmp_path, tiny_c
     with qtbot.waitSignal(task.worker.finished, timeout=60_000, raising=False):
         viewer.close()
     qtbot.waitUntil(lambda: not task.running, timeout=60_000)
-    from cp2_engine.hitl.project import HitlProject
+    from cp2_engine.hitl import HitlProject
 
     again = HitlProject.open(tmp_path / "p")
     np.testing.assert_array_equal(again.corrected("img_a"), truth)

@@ -112,11 +112,13 @@ def test_threaded_task_tunes_the_allocator_before_starting_its_thread(qtbot, mon
     # network's buffers were re-mapped at every pass (about 8% of a segmentation)
     import threading
 
-    import cp2_engine.tiling
+    from cp2_engine.inference import _tiling
 
     calls = []
     monkeypatch.setattr(
-        cp2_engine.tiling, "tune_allocator", lambda: calls.append(threading.current_thread())
+        _tiling,
+        "tune_allocator",
+        lambda: calls.append(threading.current_thread()),
     )
     done = []
 

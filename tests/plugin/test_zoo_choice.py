@@ -10,9 +10,9 @@ pytestmark = pytest.mark.gui
 
 def _tiny_zoo(folder):
     """A real zoo folder: two random-weight specialists, a style net, styles and labels."""
-    from cp2_engine.model import Model
-    from cp2_engine.weights import save_model
-    from cp2_engine.zoo.store import ZooCluster, ZooManifest, save_zoo
+    from cp2_engine.inference import Model
+    from cp2_engine.network import save_model
+    from cp2_engine.zoo import ZooCluster, ZooManifest, save_zoo
 
     (folder / "models").mkdir(parents=True)
     for name, seed in (("style", 0), ("cluster0", 1), ("cluster1", 2)):

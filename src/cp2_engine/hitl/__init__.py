@@ -1,17 +1,27 @@
-"""Human-in-the-loop: ROI accounting, a simulated annotator and a project on disk."""
+"""Human-in-the-loop: ROI accounting, a simulated annotator, the project on disk, and the
+experiments that compare online (HITL) and offline training.
+"""
 
-from cp2_engine.hitl.accounting import ACCEPT_IOU, RoiAccounting, RoiRecord, account_rois
-from cp2_engine.hitl.annotator import Correction, SimulatedAnnotator
-from cp2_engine.hitl.project import HitlProject, ProjectStatus, RoundRecord
+import lazy_loader as _lazy
 
-__all__ = [
-    "ACCEPT_IOU",
-    "Correction",
-    "HitlProject",
-    "ProjectStatus",
-    "RoiAccounting",
-    "RoiRecord",
-    "RoundRecord",
-    "SimulatedAnnotator",
-    "account_rois",
-]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "_accounting": ["ACCEPT_IOU", "RoiAccounting", "RoiRecord", "STATUSES", "account_rois"],
+        "_annotator": ["Correction", "SimulatedAnnotator"],
+        "_experiments": [
+            "EXPERIMENTS",
+            "ExperimentData",
+            "ExperimentSettings",
+            "Progress",
+            "Row",
+            "folder_data",
+            "iter_hitl_vs_offline",
+            "iter_learning_curve",
+            "pretrain_synthetic",
+            "synthetic_data",
+            "write_results",
+        ],
+        "_project": ["HitlProject", "ProjectStatus", "RoundRecord", "SCHEMA_VERSION"],
+    },
+)

@@ -1,30 +1,35 @@
-"""Model zoo: style vectors, Leiden clusters of styles, specialists per cluster, routing.
-
-The pure parts (clustering, routing, the zoo folder) import no torch; the parts that run a
-network (``styles``, ``build``, ``evaluate``, :class:`ZooModel`) import it when used.
+"""Model zoo: style vectors, Leiden clusters of styles, one specialist per cluster, and 5-NN
+routing of new images to a specialist (:class:`ZooModel`).
 """
 
-from cp2_engine.zoo.clustering import (
-    cluster_styles,
-    knn_graph,
-    leiden_partition,
-    merge_small_clusters,
-    tsne_embedding,
-)
-from cp2_engine.zoo.routing import RouteDecision, StyleRouter
-from cp2_engine.zoo.store import Zoo, ZooCluster, ZooManifest, load_zoo, save_zoo
+import lazy_loader as _lazy
 
-__all__ = [
-    "RouteDecision",
-    "StyleRouter",
-    "Zoo",
-    "ZooCluster",
-    "ZooManifest",
-    "cluster_styles",
-    "knn_graph",
-    "leiden_partition",
-    "load_zoo",
-    "merge_small_clusters",
-    "save_zoo",
-    "tsne_embedding",
-]
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "_build": ["BuildEvent", "balanced_indices", "build_zoo", "iter_build_zoo"],
+        "_clustering": [
+            "check_styles",
+            "cluster_styles",
+            "knn_graph",
+            "leiden_partition",
+            "merge_small_clusters",
+            "tsne_embedding",
+        ],
+        "_evaluate": ["DEFAULT_THRESHOLDS", "ZooEvaluation", "evaluate_zoo", "iter_evaluate_zoo"],
+        "_plots": ["plot_ap_curves", "plot_style_map", "thumbnail"],
+        "_routing": ["RouteDecision", "StyleRouter", "ZooModel", "ZooSegmentation"],
+        "_store": [
+            "MANIFEST_NAME",
+            "ZOO_VERSION",
+            "Zoo",
+            "ZooCluster",
+            "ZooManifest",
+            "atomic_write_file",
+            "load_zoo",
+            "save_array",
+            "save_zoo",
+        ],
+        "_styles": ["CROP_SIZE", "center_crop", "compute_styles", "resolve_net", "style_input"],
+    },
+)

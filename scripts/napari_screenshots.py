@@ -1,0 +1,125 @@
+"""Screenshots of the napari plugin, taken along the user's own path.
+
+The script opens a napari window, opens the "cp2" dock the way the Plugins menu does
+(``add_plugin_dock_widget("napari-cp2", "cp2")``), loads the phase-contrast sample the way
+File > Open Sample > napari-cp2 does, segments it with the bundled ``cp2_cyto`` model by
+clicking **Run** in the Segment tab, and saves two PNGs:
+
+- ``docs/images/napari_plugin_menu.png``: the whole window (canvas, layer list, cp2 dock);
+- ``docs/images/napari_canvas.png``: the canvas alone (image with the cp2 masks).
+
+Run it headless with::
+
+    xvfb-run -a .venv/bin/python scripts/napari_screenshots.py [--out-dir docs/images]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger("napari_screenshots")
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_LAYER = "usiigaci_phase_3t3"
+MODEL = "cp2_cyto"
+DIAMETER = 38.0  # the sample's annotated median diameter is 38.3 px
+
+
+def _process_events(app, seconds: float = 0.5) -> None:
+    """Let Qt paint and deliver queued events for about ``seconds``."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.02)
+
+
+def take_screenshots(out_dir: Path, width: int = 1400, height: int = 900) -> list[Path]:
+    """Open napari, segment the phase sample through the cp2 dock, save the screenshots.
+
+    Parameters
+    ----------
+    out_dir : pathlib.Path
+        Folder for ``napari_plugin_menu.png`` and ``napari_canvas.png`` (created if missing).
+    width, height : int, optional
+        Size of the napari window in pixels.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The files written.
+
+    Raises
+    ------
+    RuntimeError
+        If segmenting the sample produced no masks layer.
+    """
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    viewer = napari.Viewer(show=True)
+    try:
+        viewer.window._qt_window.resize(width, height)
+        app = QApplication.instance()
+
+        # Plugins > cp2 > cp2: one dock with the Segment, Correct, Train and Evaluate tabs.
+        _dock, widget = viewer.window.add_plugin_dock_widget("napari-cp2", "cp2")
+        log.info("opened the cp2 dock (tabs: Segment, Correct, Train, Evaluate)")
+
+        # File > Open Sample > napari-cp2 > Phase-contrast cells (Usiigaci, MIT).
+        viewer.open_sample("napari-cp2", "phase")
+        log.info("opened sample layers: %s", [layer.name for layer in viewer.layers])
+
+        panel = widget.segment
+        panel._threaded = False  # run in this thread so the masks exist before the screenshot
+        widget.reset_choices()
+        panel._image.value = viewer.layers[SAMPLE_LAYER]
+        panel._model.value = MODEL
+        panel._diameter.value = DIAMETER
+        log.info("segmenting %s with %s at diameter %.1f px", SAMPLE_LAYER, MODEL, DIAMETER)
+        t0 = time.perf_counter()
+        panel._run.native.click()
+        _process_events(app, 1.0)
+        masks_name = f"{SAMPLE_LAYER}_cp2_masks"
+        if masks_name not in viewer.layers:
+            raise RuntimeError(
+                f"no {masks_name!r} layer after Run; layers: {[la.name for la in viewer.layers]}"
+            )
+        n_cells = int(viewer.layers[masks_name].data.max())
+        log.info("Run gave %d cells in %.1f s", n_cells, time.perf_counter() - t0)
+
+        # Show the image with its masks: the sample's ground truth stays in the layer list,
+        # hidden, so the canvas shows the prediction only.
+        for layer in viewer.layers:
+            layer.visible = layer.name in (SAMPLE_LAYER, masks_name)
+        viewer.layers.selection.active = viewer.layers[masks_name]
+        viewer.reset_view()
+        _process_events(app, 1.0)
+
+        window_png = out_dir / "napari_plugin_menu.png"
+        canvas_png = out_dir / "napari_canvas.png"
+        viewer.screenshot(path=str(window_png), canvas_only=False)
+        viewer.screenshot(path=str(canvas_png), canvas_only=True)
+        log.info("saved %s and %s", window_png, canvas_png)
+        return [window_png, canvas_png]
+    finally:
+        viewer.close()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--out-dir", type=Path, default=ROOT / "docs" / "images", help="where the PNGs go"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    written = take_screenshots(args.out_dir)
+    print("wrote " + " ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,28 @@
+"""The demo (``make demo``): segment the sample images with the bundled models, a short
+human-in-the-loop run, and an HTML/Markdown report.
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "_report": ["napari_hint", "summary_lines", "to_html", "to_markdown", "write_report"],
+        "_run": [
+            "DemoEvent",
+            "DemoImage",
+            "DemoResult",
+            "DemoSettings",
+            "HitlRound",
+            "HitlRun",
+            "MANIFEST",
+            "default_sample_dir",
+            "find_samples",
+            "iter_demo",
+            "model_for_sample",
+            "overlay_rgb",
+            "prepare_out_dir",
+            "run_demo",
+        ],
+    },
+)

@@ -1,0 +1,69 @@
+"""The one interface every trained segmenter implements: :class:`Segmenter`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from cp2_engine.inference._transforms import check_image
+
+__all__ = ["Segmenter", "iter_segment_many"]
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    """What the CLI, the napari plugin and the pipelines need from a model.
+
+    :class:`~cp2_engine.inference.Model` (one network) and :class:`~cp2_engine.zoo.ZooModel`
+    (a zoo that routes each image to a specialist) both implement it fully;
+    :func:`cp2_engine.segmenters.load_segmenter` returns one from a model key.
+
+    Examples
+    --------
+    >>> from cp2_engine.inference import Model
+    >>> isinstance(Model.random(seed=0), Segmenter)
+    True
+    """
+
+    name: str
+
+    def segment(self, image, *, diameter=None, channels=None, config=None, **overrides) -> Any:
+        """Segment one image; the result has ``masks``, ``flows``, ``cellprob``, ``style``."""
+
+    def recompute_masks(self, seg, *, flow_threshold=None, cellprob_threshold=None,
+                        min_size=None) -> Any:  # fmt: skip
+        """Masks of an earlier result with new thresholds, without running the network."""
+
+    def estimate_diameter(self, image, *, channels=None, config=None, **overrides) -> float:
+        """Cell diameter (pixels) of an image, from the size model."""
+
+    def style(self, image, *, channels=None, config=None, **overrides) -> np.ndarray:
+        """The image's 256-d unit-length style vector."""
+
+    def segment_many(self, images: Iterable, *, config=None, **overrides) -> Iterator[Any]:
+        """Segment several images (arrays or paths), yielding progress after each."""
+
+
+def iter_segment_many(segmenter, images: Iterable, *, config=None, **overrides) -> Iterator:
+    """The shared body of ``segment_many``: yields ``SegmentProgress`` after each image.
+
+    Examples
+    --------
+    >>> from cp2_engine.inference import Model
+    >>> steps = iter_segment_many(Model.random(seed=0), [np.ones((16, 16))] * 2, diameter=30)
+    >>> [(p.index, p.total) for p in steps]
+    [(1, 2), (2, 2)]
+    """
+    from cp2_engine.inference._model import SegmentProgress
+    from cp2_engine.io import imread
+
+    items = list(images)
+    for k, item in enumerate(items):
+        if isinstance(item, str | os.PathLike):
+            item = imread(Path(item))
+        seg = segmenter.segment(check_image(item), config=config, **overrides)
+        yield SegmentProgress(index=k + 1, total=len(items), segmentation=seg)

@@ -1,0 +1,20 @@
+"""Segmentation metrics: Hungarian IoU matching and AP = TP / (TP + FP + FN) at IoU thresholds."""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "_metrics": [
+            "APResult",
+            "MaskIoUs",
+            "Matching",
+            "aggregated_jaccard_index",
+            "average_precision",
+            "diameters",
+            "iou_matrix",
+            "mask_ious",
+            "match_masks",
+        ],
+    },
+)

@@ -1,0 +1,31 @@
+"""The Cellpose network: the residual U-net (CPnet), model files (strict load, atomic save) and
+the registry that finds bundled, user and Cellpose-cache models by name (no downloads).
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "_device": ["cpu_has_native_bf16", "resolve_device", "use_channels_last"],
+        "_net": ["CPnet", "DEFAULT_NBASE", "inference_forward"],
+        "_registry": [
+            "ModelNotFoundError",
+            "ModelSpec",
+            "bundled_dir",
+            "find_model",
+            "list_models",
+            "search_dirs",
+        ],
+        "_weights": [
+            "ModelFileError",
+            "build_net_from_state",
+            "infer_architecture",
+            "load_state_dict",
+            "read_metadata",
+            "save_model",
+            "sha256_file",
+            "verify_sha256",
+        ],
+    },
+)

@@ -1,0 +1,19 @@
+"""Flows <-> masks: heat-diffusion flows from labels, Euler integration of predicted flows,
+clustering into masks, flow-error QC, hole filling and minimum size.
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "_dynamics": ["follow_flows", "get_masks"],
+        "_flows": ["consecutive_labels", "labels_to_flows", "mask_centres", "masks_to_flows"],
+        "_masks": [
+            "compute_masks",
+            "fill_holes_and_remove_small_masks",
+            "flow_error",
+            "remove_bad_flow_masks",
+        ],
+    },
+)

@@ -1,0 +1,38 @@
+"""Training: the SGD loop of the paper (warm-up, online/offline schedules) as a generator of
+progress events, flow and cell-probability losses, augmentation and training datasets.
+"""
+
+import lazy_loader as _lazy
+
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "_augment": ["random_rotate_and_resize"],
+        "_datasets": [
+            "Subset",
+            "default_subset_sizes",
+            "from_arrays",
+            "load_folder",
+            "remove_overlaps",
+            "split_quarters",
+            "take_subset",
+            "training_subsets",
+        ],
+        "_losses": ["FlowLoss", "flow_loss"],
+        "_train": [
+            "CheckpointSaved",
+            "EpochEvent",
+            "StepEvent",
+            "TrainConfig",
+            "TrainEvent",
+            "TrainStarted",
+            "checkpoint_path",
+            "iter_train",
+            "learning_rate_schedule",
+            "load_checkpoint",
+            "preload",
+            "train",
+            "train_size_model",
+        ],
+    },
+)

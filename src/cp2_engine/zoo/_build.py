@@ -1,0 +1,417 @@
+"""Build a model zoo: styles -> Leiden clusters -> one specialist per cluster -> a generalist.
+
+:func:`iter_build_zoo` is a generator of :class:`BuildEvent` (the training events of each model
+are forwarded inside them) that returns the loaded :class:`~cp2_engine.zoo.Zoo`.
+It is resumable: a half-built folder continues, keeping the clusters and every finished model.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cp2_engine.util import drain
+from cp2_engine.zoo._clustering import cluster_styles, merge_small_clusters
+from cp2_engine.zoo._store import (
+    Zoo,
+    ZooCluster,
+    ZooManifest,
+    atomic_write_file,
+    load_zoo,
+    save_array,
+    save_zoo,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BuildEvent", "balanced_indices", "build_zoo", "iter_build_zoo"]
+
+BUILD_STATE = "build.json"
+STYLE_MODEL = "models/style.pth"
+GENERALIST = "models/generalist.pth"
+SCRATCH_LR = 0.2  # the paper's learning rate from random weights (0.1 when fine-tuning)
+
+
+@dataclass(frozen=True)
+class BuildEvent:
+    """Progress of a zoo build.
+
+    ``stage`` is one of ``"styles"``, ``"clusters"``, ``"train"`` (``train_event`` holds the
+    training engine's event), ``"model_saved"``, ``"skip"`` (model already complete) and
+    ``"manifest"``. ``cluster`` is None for the generalist and the zoo-wide stages.
+    """
+
+    stage: str
+    message: str
+    cluster: int | None = None
+    train_event: object = None
+
+
+def balanced_indices(labels, *, seed: int = 0) -> np.ndarray:
+    """Indices that sample every cluster equally: small clusters are repeated.
+
+    Each cluster contributes as many entries as the largest one (its images cycled in a seeded
+    random order), so uniform sampling of the result picks each cluster equally often.
+
+    Examples
+    --------
+    >>> idx = balanced_indices([0, 0, 0, 0, 1], seed=0)
+    >>> np.bincount(np.asarray([0, 0, 0, 0, 1])[idx]).tolist()
+    [4, 4]
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    size = np.bincount(labels).max()
+    parts = [
+        np.resize(rng.permutation(np.flatnonzero(labels == c)), size) for c in np.unique(labels)
+    ]
+    return np.concatenate(parts)
+
+
+def _fingerprint(images: Sequence, labels: Sequence) -> str:
+    digest = hashlib.sha1()
+    for arr in (*images, *labels):
+        arr = np.ascontiguousarray(arr)
+        digest.update(f"{arr.shape}{arr.dtype}".encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
+
+
+def _median_diameters(labels: Sequence) -> np.ndarray:
+    from cp2_engine.metrics import diameters
+
+    return np.array([diameters(np.asarray(lab))[0] for lab in labels], dtype=np.float64)
+
+
+def _check_inputs(images: Sequence, labels: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Validate the data; return the indices of images with cells and all median diameters."""
+    if len(images) != len(labels):
+        raise ValueError(
+            f"expected one label image per image, got {len(images)} and {len(labels)}"
+        )
+    diams = _median_diameters(labels)
+    keep = np.flatnonzero(diams > 0)
+    if keep.size < len(images):
+        log.warning("%d images have no cells and are left out of the zoo", len(images) - keep.size)
+    if keep.size < 2:
+        raise ValueError(f"a zoo needs at least 2 images with cells, got {keep.size}")
+    return keep, diams
+
+
+def _resolve_base(base_model, device):
+    """Return a CPnet from a name/path, a Model or a CPnet."""
+    from cp2_engine.inference import Model
+    from cp2_engine.zoo._styles import resolve_net
+
+    if isinstance(base_model, str | Path):
+        return Model.load(base_model, device=device).net
+    return resolve_net(base_model)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    out: Path
+    settings: dict
+    keep: np.ndarray
+
+
+def _read_or_start_state(plan: _Plan) -> bool:
+    """True when a previous build with the same settings left styles and labels to reuse."""
+    path = plan.out / BUILD_STATE
+    if not path.is_file():
+        return False
+    previous = json.loads(path.read_text())
+    if previous != plan.settings:
+        changed = sorted(k for k in plan.settings if previous.get(k) != plan.settings[k])
+        raise ValueError(
+            f"{plan.out} holds a zoo built with other settings or data ({', '.join(changed)}); "
+            "choose a new output folder"
+        )
+    return (plan.out / "styles.npy").is_file() and (plan.out / "labels.npy").is_file()
+
+
+def _write_state(plan: _Plan) -> None:
+    text = json.dumps(plan.settings, indent=2, sort_keys=True).encode()
+    atomic_write_file(plan.out / BUILD_STATE, lambda f: f.write(text))
+
+
+def _styles_and_clusters(plan, base_net, images, diams, cfg):
+    from cp2_engine.zoo._styles import compute_styles
+
+    if _read_or_start_state(plan):
+        yield BuildEvent("clusters", "reusing styles and clusters of the previous run")
+        return np.load(plan.out / "styles.npy"), np.load(plan.out / "labels.npy")
+    yield BuildEvent("styles", f"computing styles of {len(plan.keep)} images")
+    styles = compute_styles(
+        base_net,
+        [images[i] for i in plan.keep],
+        diameters=diams[plan.keep],
+        diam_mean=float(base_net.diam_mean.item()),
+        channels=cfg["channels"],
+    )
+    labels = cluster_styles(
+        styles, n_neighbors=cfg["n_neighbors"], resolution=cfg["resolution"], seed=cfg["seed"]
+    )
+    labels = merge_small_clusters(styles, labels, min_size=cfg["min_cluster_size"])
+    plan.out.mkdir(parents=True, exist_ok=True)
+    save_array(plan.out / "styles.npy", styles.astype(np.float32))
+    save_array(plan.out / "labels.npy", labels)
+    _write_state(plan)
+    yield BuildEvent(
+        "clusters", f"{np.unique(labels).size} clusters, sizes {np.bincount(labels).tolist()}"
+    )
+    return styles, labels
+
+
+def _initial_net(base_net, *, from_scratch: bool, seed: int):
+    import torch
+
+    from cp2_engine.network import CPnet
+
+    if not from_scratch:
+        return copy.deepcopy(base_net)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = CPnet(
+            base_net.nbase, base_net.nout, base_net.sz, diam_mean=float(base_net.diam_mean.item())
+        )
+    return net.to(next(base_net.parameters()).device)
+
+
+def _wrap_training(gen, message: str, cluster):
+    """Re-yield the training engine's events as BuildEvents; return its result."""
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield BuildEvent("train", message, cluster, event)
+    finally:
+        gen.close()
+
+
+def _train_one(net, images, labels, *, rel, cluster, plan, cfg):
+    """Train ``net`` on the given data and save it to ``plan.out / rel``; yields events."""
+    from cp2_engine.network import save_model
+    from cp2_engine.training import TrainConfig, iter_train
+
+    options = {"n_epochs": cfg["epochs"], "seed": cfg["seed"], "channels": tuple(cfg["channels"])}
+    if cfg["from_scratch"]:
+        options["learning_rate"] = SCRATCH_LR
+    config = TrainConfig(**{**options, **cfg["train_overrides"]})
+    gen = iter_train(net, list(images), list(labels), config=config)
+    result = yield from _wrap_training(gen, f"training {rel}", cluster)
+    trained = _result_net(result)
+    save_model(trained, plan.out / rel, metadata={"zoo_cluster": cluster, "n_images": len(images)})
+    yield BuildEvent("model_saved", f"saved {rel}", cluster)
+    return trained
+
+
+def _result_net(result):
+    from cp2_engine.zoo._styles import resolve_net
+
+    for name in ("net", "model"):
+        obj = getattr(result, name, None)
+        if obj is not None:
+            return resolve_net(obj)
+    return resolve_net(result)
+
+
+def _model_entry(plan: _Plan, rel: str, cluster: int, n_images: int) -> ZooCluster:
+    from cp2_engine.network import build_net_from_state, load_state_dict
+
+    net = build_net_from_state(load_state_dict(plan.out / rel))
+    return ZooCluster(
+        id=cluster,
+        name=f"cluster{cluster}",
+        model=rel,
+        diam_mean=float(net.diam_mean.item()),
+        diam_labels=float(net.diam_labels.item()),
+        n_images=n_images,
+    )
+
+
+def _specialists(plan, base_net, images, labels, clusters, cfg):
+    entries = []
+    for c in np.unique(clusters).tolist():
+        rel = f"models/cluster{c}.pth"
+        members = plan.keep[clusters == c]
+        if (plan.out / rel).is_file():
+            yield BuildEvent("skip", f"{rel} already trained", c)
+        else:
+            net = _initial_net(base_net, from_scratch=cfg["from_scratch"], seed=cfg["seed"] + c)
+            yield from _train_one(
+                net,
+                [images[i] for i in members],
+                [labels[i] for i in members],
+                rel=rel,
+                cluster=c,
+                plan=plan,
+                cfg=cfg,
+            )
+        entries.append(_model_entry(plan, rel, c, members.size))
+    return tuple(entries)
+
+
+def _generalist(plan, base_net, images, labels, clusters, cfg):
+    if (plan.out / GENERALIST).is_file():
+        yield BuildEvent("skip", f"{GENERALIST} already trained")
+        return
+    picks = plan.keep[balanced_indices(clusters, seed=cfg["seed"])]
+    net = _initial_net(base_net, from_scratch=cfg["from_scratch"], seed=cfg["seed"] + 10_000)
+    yield from _train_one(
+        net,
+        [images[i] for i in picks],
+        [labels[i] for i in picks],
+        rel=GENERALIST,
+        cluster=None,
+        plan=plan,
+        cfg=cfg,
+    )
+
+
+def iter_build_zoo(
+    images: Sequence,
+    labels: Sequence,
+    *,
+    base_model,
+    out,
+    n_neighbors: int = 100,
+    resolution: float = 0.45,
+    epochs: int = 100,
+    from_scratch: bool = False,
+    seed: int = 0,
+    channels=(0, 0),
+    min_cluster_size: int = 2,
+    train_generalist: bool = True,
+    train_overrides: dict | None = None,
+    device="auto",
+) -> Generator[BuildEvent, None, Zoo]:
+    """Build (or resume) a zoo folder, yielding progress; returns the loaded zoo.
+
+    Steps: styles of every image with cells (from ``base_model``, at each image's median label
+    diameter) -> kNN graph + Leiden clusters (clusters smaller than ``min_cluster_size`` are
+    merged into the nearest one, so there are never more clusters than images) -> one
+    specialist per cluster trained with :func:`cp2_engine.training.iter_train` (starting from the
+    base model, or from random weights with ``from_scratch``) -> a generalist trained on images
+    sampled equally across clusters -> ``zoo.json``. The base net is saved as the zoo's style
+    model, so routing uses the same styles as clustering.
+
+    Parameters
+    ----------
+    images, labels : sequence of numpy.ndarray
+        Training images and their ``(H, W)`` instance labels. Images without cells are left out
+        (logged); at least 2 must remain.
+    base_model : str, Path, Model or CPnet
+        Generalist that computes the styles and, unless ``from_scratch``, initialises training.
+    out : str or Path
+        Zoo folder. An existing folder built with the same settings and data is resumed
+        (finished models are kept); other settings raise ``ValueError``.
+    n_neighbors, resolution : int, float
+        kNN graph size and Leiden resolution (paper: 100 and 0.45; nuclei 50 and 0.25).
+    epochs : int
+        Training epochs per model.
+    from_scratch : bool
+        Start specialists and generalist from random weights.
+    seed : int
+        Seed of clustering and training.
+    channels : (int, int)
+        Cellpose channels of the images.
+    min_cluster_size : int
+        Smallest cluster kept as its own specialist.
+    train_generalist : bool
+        Also train the comparison generalist.
+    train_overrides : dict, optional
+        Extra ``TrainConfig`` fields (for example ``{"mode": "offline"}``).
+    device : str
+        Device for a base model given by name.
+
+    Yields
+    ------
+    BuildEvent
+
+    Returns
+    -------
+    Zoo
+
+    Examples
+    --------
+    >>> events = iter_build_zoo(images, labels, base_model="cyto2", out="zoo")  # doctest: +SKIP
+    >>> for event in events:  # doctest: +SKIP
+    ...     print(event.stage, event.message)
+    """
+    keep, diams = _check_inputs(images, labels)
+    base_net = _resolve_base(base_model, device)
+    cfg = {
+        "n_neighbors": int(n_neighbors),
+        "resolution": float(resolution),
+        "seed": int(seed),
+        "epochs": int(epochs),
+        "from_scratch": bool(from_scratch),
+        "channels": list(channels),
+        "min_cluster_size": int(min_cluster_size),
+        "train_overrides": dict(train_overrides or {}),
+    }
+    settings = {
+        **cfg,
+        "data": _fingerprint(images, labels),
+        "base_model": str(base_model)
+        if isinstance(base_model, str | Path)
+        else type(base_model).__name__,
+    }
+    plan = _Plan(Path(out), settings, keep)
+    styles, clusters = yield from _styles_and_clusters(plan, base_net, images, diams, cfg)
+    _save_style_model(plan, base_net)
+    entries = yield from _specialists(plan, base_net, images, labels, clusters, cfg)
+    if train_generalist:
+        yield from _generalist(plan, base_net, images, labels, clusters, cfg)
+    manifest = ZooManifest(
+        clusters=entries,
+        generalist=GENERALIST if train_generalist else None,
+        style_model=STYLE_MODEL,
+        base_model=settings["base_model"],
+        n_neighbors=cfg["n_neighbors"],
+        resolution=cfg["resolution"],
+        seed=cfg["seed"],
+        diam_mean=float(base_net.diam_mean.item()),
+        extra={
+            "epochs": cfg["epochs"],
+            "from_scratch": cfg["from_scratch"],
+            "channels": cfg["channels"],
+            "n_images_without_cells": len(images) - keep.size,
+        },
+    )
+    save_zoo(plan.out, manifest, styles=styles, labels=clusters)
+    yield BuildEvent("manifest", f"zoo written to {plan.out}")
+    return load_zoo(plan.out)
+
+
+def _save_style_model(plan: _Plan, base_net) -> None:
+    from cp2_engine.network import save_model
+
+    (plan.out / "models").mkdir(parents=True, exist_ok=True)
+    if not (plan.out / STYLE_MODEL).is_file():
+        save_model(base_net, plan.out / STYLE_MODEL, metadata={"zoo_role": "style"})
+
+
+def build_zoo(images: Sequence, labels: Sequence, **kwargs) -> Zoo:
+    """Run :func:`iter_build_zoo` to the end (logging each stage) and return the zoo.
+
+    Examples
+    --------
+    >>> build_zoo(images, labels, base_model="cyto2", out="zoo", epochs=100)  # doctest: +SKIP
+    """
+
+    def log_stage(event: BuildEvent) -> None:
+        if event.stage != "train":
+            log.info("%s", event.message)
+
+    return drain(iter_build_zoo(images, labels, **kwargs), on_event=log_stage)
