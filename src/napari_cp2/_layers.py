@@ -1,6 +1,7 @@
 """Engine results <-> napari layer data: image preparation, output layers, names.
 
-Pure functions (numpy only), testable without a viewer.
+Pure functions (numpy and the engine), testable without a viewer. Flows are coloured by
+the engine's :func:`cp2_engine.viz.flow_to_rgb`, the colouring of ``_seg.npy`` files.
 """
 
 from __future__ import annotations
@@ -9,12 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cp2_engine.viz import flow_to_rgb
+
 from ._tooltips import message
 
 __all__ = [
     "EngineImage",
     "diameter_from_shapes",
-    "flow_rgb",
     "layer_names",
     "prepare_image",
     "segmentation_layers",
@@ -122,24 +124,6 @@ def prepare_image(
     return EngineImage(img, (chan, chan2), 2 if img.ndim == 3 else None)
 
 
-def flow_rgb(flows: np.ndarray) -> np.ndarray:
-    """Colour a ``(2, H, W)`` (dY, dX) flow field: hue = direction, value = magnitude.
-
-    Examples
-    --------
-    >>> flow_rgb(np.zeros((2, 4, 5), np.float32)).shape
-    (4, 5, 3)
-    """
-    dy, dx = np.asarray(flows, dtype=np.float32)[:2]
-    mag = np.sqrt(dy**2 + dx**2)
-    scale = np.percentile(mag, 99) if mag.any() else 1.0
-    value = np.clip(mag / max(float(scale), 1e-6), 0, 1)
-    angle = np.arctan2(dy, dx)
-    rgb = np.stack([np.cos(angle + k * 2 * np.pi / 3) for k in range(3)], axis=-1)
-    rgb = (0.5 + 0.5 * rgb) * value[..., None]
-    return (255 * rgb).astype(np.uint8)
-
-
 def segmentation_layers(
     seg, *, image_name: str, scale=None, translate=None
 ) -> list[tuple[np.ndarray, dict, str]]:
@@ -173,7 +157,7 @@ def segmentation_layers(
     return [
         (masks, {"name": names["masks"], "metadata": dict(meta), **common}, "labels"),
         (
-            flow_rgb(seg.flows),
+            flow_to_rgb(seg.flows),
             {"name": names["flows"], "visible": False, "rgb": True, **common},
             "image",
         ),

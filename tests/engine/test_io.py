@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import roifile
 
-from cp2_engine import io
+from cp2_engine import io, util, viz
 
 
 def _labels(rng: np.random.Generator, shape=(40, 48), n=6) -> np.ndarray:
@@ -74,7 +74,7 @@ def test_imread_errors(tmp_path):
 
 def test_atomic_write_cleans_up_on_error(tmp_path):
     target = tmp_path / "a.npy"
-    with pytest.raises(RuntimeError), io.atomic_write(target) as tmp:
+    with pytest.raises(RuntimeError), util.atomic_write(target) as tmp:
         np.save(tmp, np.arange(3))
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
@@ -178,8 +178,8 @@ def test_imagej_rois_count_and_position(tmp_path, rng):
 def test_overlay_png_draws_outlines(tmp_path, rng):
     masks = _labels(rng)
     image = rng.random((2, *masks.shape))  # channel-first two-channel image
-    rgb = io.imread(io.overlay_png(tmp_path / "o.png", image, masks, color=(0, 255, 0)))
-    outline = io.masks_outlines(masks) > 0
+    rgb = io.imread(viz.overlay_png(tmp_path / "o.png", image, masks, color=(0, 255, 0)))
+    outline = viz.masks_outlines(masks) > 0
     assert rgb.shape == (*masks.shape, 3)
     assert np.all(rgb[outline] == [0, 255, 0])
     assert not np.all(rgb[~outline] == [0, 255, 0], axis=-1).all()
@@ -209,8 +209,8 @@ def test_atomic_writes_give_files_the_usual_permissions(tmp_path):
     reference.write_text("x")
     expected = reference.stat().st_mode & 0o777
     assert expected != 0o600, "test needs a umask that differs from mkstemp's 0600"
-    written = [io.atomic_write_file(tmp_path / "a.bin", lambda f: f.write(b"a"))]
-    with io.atomic_write(tmp_path / "b.npy") as tmp:
+    written = [util.atomic_write_file(tmp_path / "a.bin", lambda f: f.write(b"a"))]
+    with util.atomic_write(tmp_path / "b.npy") as tmp:
         np.save(tmp, np.arange(3))
     written.append(tmp_path / "b.npy")
     for path in written:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_cp2._edits import EditHistory, add_rois, delete_roi, merge_rois, relabel_roi
-from napari_cp2._layers import diameter_from_shapes, prepare_image
+from napari_cp2._layers import diameter_from_shapes, prepare_image, segmentation_layers
 from napari_cp2._workers import Task
 
 
@@ -32,6 +32,37 @@ def test_prepare_image_channels_and_errors():
         prepare_image(rng.random((5, 16, 16)), name="z", channels=(0, 0))
     cyx = prepare_image(rng.random((2, 16, 16)), name="c", channel_axis=0, channels=(1, 2))
     assert cyx.image.shape == (16, 16, 2)
+
+
+def test_flows_layer_shows_the_seg_npy_flow_colours(tmp_path):
+    from cp2_engine.inference import Segmentation, SegmentConfig
+    from cp2_engine.io import load_seg_npy, save_seg_npy
+    from cp2_engine.postprocess import masks_to_flows
+
+    masks = _two_disks()
+    seg = Segmentation(
+        masks=masks,
+        flows=5 * masks_to_flows(masks),
+        cellprob=np.where(masks > 0, 4.0, -4.0).astype(np.float32),
+        style=np.zeros(256, np.float32),
+        diameter=16.0,
+        rescale=30.0 / 16.0,
+        niter=200,
+        config=SegmentConfig(),
+    )
+    layers = segmentation_layers(seg, image_name="cells")
+    (flows_rgb, meta, kind) = layers[1]
+    assert kind == "image" and meta["rgb"] and meta["name"] == "cells_cp2_flows"
+    out = save_seg_npy(
+        tmp_path / "cells.tif",
+        image=np.zeros(masks.shape),
+        masks=seg.masks,
+        flows=seg.flows,
+        cellprob=seg.cellprob,
+    )
+    seg_rgb = load_seg_npy(out)["flows"][0]  # (1, H, W, 3) as the Cellpose GUI stores it
+    np.testing.assert_array_equal(flows_rgb, seg_rgb[0])
+    assert len(np.unique(flows_rgb.reshape(-1, 3), axis=0)) > 10  # a real picture, not blank
 
 
 def test_edits_delete_merge_relabel_add():

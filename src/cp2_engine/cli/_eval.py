@@ -127,8 +127,8 @@ def _report(names, pairs, result, columns, curve) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     """Score the prediction folder against the ground-truth folder; print a table."""
-    from cp2_engine import io
     from cp2_engine.metrics import average_precision
+    from cp2_engine.util import atomic_write
     from cp2_engine.viz import plot_ap_curve
 
     pairs = pair_label_files(args.true, args.pred)
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.plot}")
     if args.json:
         report = _report(names, pairs, result, columns, curve)
-        with io.atomic_write(args.json) as tmp:
+        with atomic_write(args.json) as tmp:
             tmp.write_text(json.dumps(report, indent=2))
         print(f"wrote {args.json}")
     return 0

@@ -1,5 +1,9 @@
-"""Files: images (tif, png, zarr), Cellpose ``_seg.npy`` and ``_masks.tif``, ImageJ ROIs; atomic
-writes that never overwrite an annotation unless asked.
+"""Files: images (tif, png, zarr), Cellpose ``_seg.npy`` and ``_masks.tif``, ImageJ ROIs,
+pairing images with labels. Writers are atomic and never overwrite an annotation unless asked.
+
+``atomic_write``, ``atomic_write_file`` and ``give_default_permissions`` (now in
+:mod:`cp2_engine.util`) and ``flow_to_rgb``, ``masks_outlines``, ``overlay_png`` (now in
+:mod:`cp2_engine.viz`) are still importable from here.
 """
 
 import lazy_loader as _lazy
@@ -7,24 +11,17 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "_io": [
-            "IMAGE_EXTENSIONS",
-            "LABEL_SUFFIXES",
+        "_cellpose_files": ["load_seg_npy", "read_labels", "save_masks", "save_seg_npy"],
+        "_images": ["IMAGE_EXTENSIONS", "imread", "imwrite"],
+        "_pairs": ["LABEL_SUFFIXES", "find_image_label_pairs", "find_label_files"],
+        "_reexports": [
             "atomic_write",
             "atomic_write_file",
-            "find_image_label_pairs",
-            "find_label_files",
             "flow_to_rgb",
             "give_default_permissions",
-            "imread",
-            "imwrite",
-            "load_seg_npy",
             "masks_outlines",
             "overlay_png",
-            "read_labels",
-            "save_imagej_rois",
-            "save_masks",
-            "save_seg_npy",
         ],
+        "_rois": ["save_imagej_rois"],
     },
 )

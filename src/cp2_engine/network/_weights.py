@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from cp2_engine.io import atomic_write_file
 from cp2_engine.network._net import CPnet
+from cp2_engine.util import atomic_write_file
 
 logger = logging.getLogger(__name__)
 

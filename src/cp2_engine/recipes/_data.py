@@ -377,7 +377,7 @@ def prepare_data(recipe: BundledRecipe, data_root: Path, *, cache: Path | None =
     --------
     >>> items = prepare_data(recipe, Path("data"))  # doctest: +SKIP
     """
-    from cp2_engine.io import atomic_write_file
+    from cp2_engine.util import atomic_write_file
 
     key = _data_key(recipe)
     if cache is not None and cache.is_file():

@@ -1,10 +1,11 @@
-"""Small helpers shared by every layer (draining progress generators)."""
+"""Small helpers shared by every layer: draining progress generators, atomic file writes."""
 
 import lazy_loader as _lazy
 
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
+        "_atomic": ["atomic_write", "atomic_write_file", "give_default_permissions"],
         "_progress": ["drain"],
     },
 )

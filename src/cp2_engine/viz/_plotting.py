@@ -6,8 +6,8 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-from cp2_engine.io import atomic_write
 from cp2_engine.metrics import APResult
+from cp2_engine.util import atomic_write
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cp2_engine.io import atomic_write_file
+from cp2_engine.util import atomic_write_file
 
 log = logging.getLogger(__name__)
 
