@@ -370,7 +370,7 @@ def test_cpu_training_uses_channels_last_by_default():
 
 
 def test_bf16_is_the_cpu_default_only_where_the_cpu_has_native_bf16(monkeypatch):
-    from cp2_engine.training import _train as train_mod
+    from cp2_engine.training import _step as train_mod
 
     cpu, other = torch.device("cpu"), torch.device("meta")
     for native in (True, False):

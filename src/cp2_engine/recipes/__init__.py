@@ -7,15 +7,16 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
+        "_checkpoint": ["load_recipe_checkpoint"],
         "_data": ["is_bundled_recipe", "load_bundled_recipe", "read_recipe_toml"],
-        "_install": ["evaluate", "format_table", "summarise"],
-        "_training": [
+        "_events": [
             "CycleFinished",
+            "CycleResult",
             "CycleStarted",
-            "TIME_PROBE_STEPS",
-            "iter_train_recipe",
-            "load_recipe_checkpoint",
-            "train_recipe",
+            "DataPrepared",
+            "RecipeResult",
         ],
+        "_install": ["InstallResult", "Installed", "evaluate", "format_table", "summarise"],
+        "_training": ["TIME_PROBE_STEPS", "iter_train_recipe", "train_recipe"],
     },
 )

@@ -306,7 +306,7 @@ def install_recipe(
     """
     from cp2_engine.inference import Model
     from cp2_engine.network import resolve_device, save_model, sha256_file
-    from cp2_engine.recipes._training import exported_net, load_recipe_checkpoint
+    from cp2_engine.recipes._checkpoint import exported_net, load_recipe_checkpoint
     from cp2_engine.training import train_size_model
 
     if not cycles:

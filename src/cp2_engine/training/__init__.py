@@ -8,6 +8,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "_augment": ["random_rotate_and_resize"],
+        "_checkpoint": ["checkpoint_path", "load_checkpoint"],
+        "_config": ["TrainConfig", "learning_rate_schedule"],
         "_datasets": [
             "Subset",
             "default_subset_sizes",
@@ -18,21 +20,16 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "take_subset",
             "training_subsets",
         ],
-        "_losses": ["FlowLoss", "flow_loss"],
-        "_train": [
+        "_events": [
             "CheckpointSaved",
             "EpochEvent",
             "StepEvent",
-            "TrainConfig",
             "TrainEvent",
+            "TrainResult",
             "TrainStarted",
-            "checkpoint_path",
-            "iter_train",
-            "learning_rate_schedule",
-            "load_checkpoint",
-            "preload",
-            "train",
-            "train_size_model",
         ],
+        "_loop": ["iter_train", "preload", "train"],
+        "_losses": ["FlowLoss", "flow_loss"],
+        "_size": ["train_size_model"],
     },
 )
