@@ -13,6 +13,7 @@ Usage::
     python benchmarks/run_all.py            # quick versions
     python benchmarks/run_all.py --full     # full sizes
     python benchmarks/run_all.py -k net     # only benchmarks whose name contains "net"
+    python benchmarks/run_all.py -k metrics,postprocess   # several, comma-separated
     python benchmarks/run_all.py -k metrics --out /tmp/b.md   # write the page elsewhere
 """
 
@@ -111,7 +112,19 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").strip()
 
 
-def write_report(out: Path, summary, command: str, started: str, machine: dict) -> None:
+def _load_average() -> str:
+    """The 1-minute load average (other work on the machine slows every benchmark)."""
+    import os
+
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except (AttributeError, OSError):
+        return "unknown"
+
+
+def write_report(
+    out: Path, summary, command: str, started: str, machine: dict, load: str = "unknown"
+) -> None:
     """Write the summary as Markdown to ``out`` atomically (temporary file + ``os.replace``)."""
     import os
     import tempfile
@@ -128,6 +141,7 @@ def write_report(out: Path, summary, command: str, started: str, machine: dict) 
         f"- machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory']} memory, "
         f"GPU: {machine['gpu']}",
         f"- platform: {machine['platform']}, Python {machine['python']}",
+        f"- load average (1 min): {load}",
         f"- git commit: {_git_commit()}",
         f"- command: `{command}`",
         "",
@@ -161,7 +175,11 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="full sizes instead of --quick")
-    parser.add_argument("-k", default="", help="only benchmarks whose file name contains this")
+    parser.add_argument(
+        "-k",
+        default="",
+        help="only benchmarks whose file name contains this (comma-separated: any of these)",
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -169,12 +187,15 @@ def main(argv=None) -> int:
         help="Markdown page to write after the run (default: docs/benchmarks.md)",
     )
     args = parser.parse_args(argv)
-    scripts = sorted(p for p in HERE.glob("bench_*.py") if args.k in p.stem)
+    wanted = [k.strip() for k in args.k.split(",")] if args.k else [""]
+    scripts = sorted(p for p in HERE.glob("bench_*.py") if any(k in p.stem for k in wanted))
     if not scripts:
         print(f"no benchmarks match {args.k!r} in {HERE}")
         return 1
     started = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    load_before = _load_average()
     summary = [(s.name, *_run(s, args.full)) for s in scripts]
+    load = f"{load_before} at the start, {_load_average()} at the end"
     print("\n=== summary")
     for name, code, seconds, results in summary:
         status = "ok" if code == 0 else f"FAILED ({code})"
@@ -182,7 +203,7 @@ def main(argv=None) -> int:
         for line in results:
             print(f"    {line}")
     shown = ["python", "benchmarks/run_all.py", *(argv if argv is not None else sys.argv[1:])]
-    write_report(args.out, summary, shlex.join(shown), started, _machine())
+    write_report(args.out, summary, shlex.join(shown), started, _machine(), load)
     print(f"wrote {args.out}")
     return 0 if all(code == 0 for _, code, _, _ in summary) else 1
 
