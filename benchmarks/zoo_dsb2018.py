@@ -54,13 +54,13 @@ def load_split(root: Path, split: str) -> tuple[list, list, list, list]:
 
 def build(args, images, labels):
     """Build (or resume) the zoo; returns the Zoo, or None when stopped after clustering."""
-    from cp2_engine.zoo import iter_build_zoo
+    from cp2_engine.zoo import ZooBuildConfig, iter_build_zoo
 
-    gen = iter_build_zoo(
-        images, labels, base_model="cp2_nuclei", out=args.out, n_neighbors=args.neighbors,
-        resolution=args.resolution, epochs=args.epochs, seed=0, channels=(0, 0),
-        min_cluster_size=5, train_overrides={"bsize": args.bsize},
+    config = ZooBuildConfig(
+        n_neighbors=args.neighbors, resolution=args.resolution, epochs=args.epochs, seed=0,
+        channels=(0, 0), min_cluster_size=5, train_overrides={"bsize": args.bsize},
     )  # fmt: skip
+    gen = iter_build_zoo(images, labels, base_model="cp2_nuclei", out=args.out, config=config)
     t0 = time.perf_counter()
     while True:
         try:

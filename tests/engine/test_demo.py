@@ -13,7 +13,6 @@ from cp2_engine.demo import (
     find_samples,
     iter_demo,
     model_for_sample,
-    overlay_rgb,
     prepare_out_dir,
     run_demo,
     to_html,
@@ -21,6 +20,7 @@ from cp2_engine.demo import (
 )
 from cp2_engine.io import load_seg_npy
 from cp2_engine.synthetic import touching_cells
+from cp2_engine.viz import overlay_rgb
 
 # Quick mode on one small synthetic sample: the whole pipeline (bundled models, HitlProject with
 # 64-px images and one epoch per round, report) in seconds.

@@ -8,7 +8,7 @@ import torch
 
 from cp2_engine.inference import Model
 from cp2_engine.synthetic import touching_cells
-from cp2_engine.zoo import ZooModel, balanced_indices, iter_build_zoo, load_zoo
+from cp2_engine.zoo import ZooBuildConfig, ZooModel, balanced_indices, iter_build_zoo, load_zoo
 
 TINY_TRAIN = {
     "bsize": 32,
@@ -35,8 +35,8 @@ def two_style_data(n_per_style=2, seed=0):
     return images, labels, np.array(truth)
 
 
-def run_build(images, labels, out, **kwargs):
-    gen = iter_build_zoo(images, labels, out=out, **kwargs)
+def run_build(images, labels, out, *, base_model, config):
+    gen = iter_build_zoo(images, labels, base_model=base_model, out=out, config=config)
     events = []
     while True:
         try:
@@ -60,11 +60,9 @@ def built(tmp_path_factory, base):
         labels,
         out,
         base_model=base,
-        n_neighbors=1,
-        resolution=0.45,
-        epochs=1,
-        seed=0,
-        train_overrides=TINY_TRAIN,
+        config=ZooBuildConfig(
+            n_neighbors=1, resolution=0.45, epochs=1, seed=0, train_overrides=TINY_TRAIN
+        ),
     )
     return zoo, events, images, labels, truth, out
 
@@ -94,11 +92,9 @@ def test_resume_skips_finished_models_and_rejects_other_settings(built, base):
         labels,
         out,
         base_model=base,
-        n_neighbors=1,
-        resolution=0.45,
-        epochs=1,
-        seed=0,
-        train_overrides=TINY_TRAIN,
+        config=ZooBuildConfig(
+            n_neighbors=1, resolution=0.45, epochs=1, seed=0, train_overrides=TINY_TRAIN
+        ),
     )
     assert [e.stage for e in events].count("skip") == 3
     assert "train" not in [e.stage for e in events]
@@ -110,11 +106,9 @@ def test_resume_skips_finished_models_and_rejects_other_settings(built, base):
             labels,
             out,
             base_model=base,
-            n_neighbors=1,
-            resolution=1.0,
-            epochs=1,
-            seed=0,
-            train_overrides=TINY_TRAIN,
+            config=ZooBuildConfig(
+                n_neighbors=1, resolution=1.0, epochs=1, seed=0, train_overrides=TINY_TRAIN
+            ),
         )
 
 
@@ -145,10 +139,27 @@ def test_missing_model_file_gives_a_clear_error(built, tmp_path):
 def test_images_without_cells_are_left_out_or_rejected(tmp_path, base):
     images, labels, _ = two_style_data(n_per_style=1)
     empty = [np.zeros_like(lab) for lab in labels]
+    one_epoch = ZooBuildConfig(epochs=1)
     with pytest.raises(ValueError, match="at least 2 images with cells"):
-        run_build(images, [labels[0], empty[1]], tmp_path, base_model=base, epochs=1)
+        run_build(images, [labels[0], empty[1]], tmp_path, base_model=base, config=one_epoch)
     with pytest.raises(ValueError, match="one label image per image"):
-        run_build(images, labels[:1], tmp_path, base_model=base, epochs=1)
+        run_build(images, labels[:1], tmp_path, base_model=base, config=one_epoch)
+
+
+def test_build_config_checks_its_fields_and_is_read_only(tmp_path, base):
+    config = ZooBuildConfig(channels=[2, 1], train_overrides={"bsize": 32})
+    assert config.channels == (2, 1) and config.epochs == 100 and config.resolution == 0.45
+    with pytest.raises(TypeError):
+        config.train_overrides["bsize"] = 64
+    with pytest.raises(ValueError, match="n_neighbors must be a positive integer"):
+        ZooBuildConfig(n_neighbors=0)
+    with pytest.raises(ValueError, match="resolution must be positive"):
+        ZooBuildConfig(resolution=0.0)
+    with pytest.raises(ValueError, match="channels must be two integers"):
+        ZooBuildConfig(channels=(0, 0, 0))
+    images, labels, _ = two_style_data(n_per_style=1)
+    with pytest.raises(TypeError, match="config must be a ZooBuildConfig"):
+        run_build(images, labels, tmp_path, base_model=base, config={"epochs": 1})
 
 
 def test_balanced_indices_sample_clusters_equally():

@@ -7,12 +7,11 @@ import csv
 import numpy as np
 import pytest
 
+from cp2_engine.viz import plot_style_map, thumbnail
 from cp2_engine.zoo import (
     DEFAULT_THRESHOLDS,
     ZooEvaluation,
     plot_ap_curves,
-    plot_style_map,
-    thumbnail,
     tsne_embedding,
 )
 

@@ -78,14 +78,10 @@ def _base_model(spec: str, seed: int, device: str):
 def _run_build(args) -> int:
     from tqdm import tqdm
 
-    from cp2_engine.zoo import iter_build_zoo
+    from cp2_engine.zoo import ZooBuildConfig, iter_build_zoo
 
     images, labels, _ = _load_data(args.data, args.mask_filter)
-    gen = iter_build_zoo(
-        images,
-        labels,
-        base_model=_base_model(args.base, args.seed, args.device),
-        out=args.out,
+    config = ZooBuildConfig(
         n_neighbors=args.neighbors,
         resolution=args.resolution,
         epochs=args.epochs,
@@ -95,7 +91,10 @@ def _run_build(args) -> int:
         min_cluster_size=args.min_cluster_size,
         train_generalist=not args.no_generalist,
         train_overrides={"device": args.device},
+        device=args.device,
     )
+    base = _base_model(args.base, args.seed, args.device)
+    gen = iter_build_zoo(images, labels, base_model=base, out=args.out, config=config)
     zoo = _drain_with_progress(gen, tqdm)
     for c in zoo.manifest.clusters:
         print(f"cluster{c.id}: {c.n_images} images, diam_labels {c.diam_labels:.1f}, {c.model}")
@@ -121,7 +120,8 @@ def _style_plot(zoo, images, labels, seed: int) -> None:
     import numpy as np
 
     from cp2_engine.metrics import diameters
-    from cp2_engine.zoo import plot_style_map, tsne_embedding
+    from cp2_engine.viz import plot_style_map
+    from cp2_engine.zoo import tsne_embedding
 
     with_cells = [im for im, lab in zip(images, labels) if diameters(np.asarray(lab))[0] > 0]
     if len(with_cells) != zoo.styles.shape[0]:

@@ -8,21 +8,21 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "_report": ["napari_hint", "summary_lines", "to_html", "to_markdown", "write_report"],
-        "_run": [
+        "_run": ["iter_demo", "run_demo"],
+        "_samples": [
+            "MANIFEST",
+            "default_sample_dir",
+            "find_samples",
+            "model_for_sample",
+            "prepare_out_dir",
+        ],
+        "_settings": [
             "DemoEvent",
             "DemoImage",
             "DemoResult",
             "DemoSettings",
             "HitlRound",
             "HitlRun",
-            "MANIFEST",
-            "default_sample_dir",
-            "find_samples",
-            "iter_demo",
-            "model_for_sample",
-            "overlay_rgb",
-            "prepare_out_dir",
-            "run_demo",
         ],
     },
 )

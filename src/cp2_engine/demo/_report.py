@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cp2_engine.io import atomic_write
+from cp2_engine.util import atomic_write
 
 __all__ = ["napari_hint", "summary_lines", "to_html", "to_markdown", "write_report"]
 
@@ -102,7 +102,7 @@ def _plot_losses(runs, path: Path) -> Path:
 
 
 def _plot_examples(runs, test_image, path: Path) -> Path:
-    from cp2_engine.demo._run import overlay_rgb
+    from cp2_engine.viz import overlay_rgb
 
     panels = [(f"{run.init}, round {r}", masks) for run in runs
               for r, masks in zip((0, run.rounds[-1].round), run.example_masks)]  # fmt: skip

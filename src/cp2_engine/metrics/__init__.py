@@ -5,16 +5,15 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "_metrics": [
-            "APResult",
+        "_ap": ["APResult", "average_precision"],
+        "_matching": [
             "MaskIoUs",
             "Matching",
             "aggregated_jaccard_index",
-            "average_precision",
-            "diameters",
-            "iou_matrix",
             "mask_ious",
             "match_masks",
         ],
+        "_overlap": ["iou_matrix"],
+        "_sizes": ["diameters"],
     },
 )

@@ -8,6 +8,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "_build": ["BuildEvent", "balanced_indices", "build_zoo", "iter_build_zoo"],
+        "_build_config": ["ZooBuildConfig"],
         "_clustering": [
             "check_styles",
             "cluster_styles",
@@ -16,8 +17,13 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "merge_small_clusters",
             "tsne_embedding",
         ],
-        "_evaluate": ["DEFAULT_THRESHOLDS", "ZooEvaluation", "evaluate_zoo", "iter_evaluate_zoo"],
-        "_plots": ["plot_ap_curves", "plot_style_map", "thumbnail"],
+        "_evaluate": [
+            "DEFAULT_THRESHOLDS",
+            "ZooEvaluation",
+            "evaluate_zoo",
+            "iter_evaluate_zoo",
+            "plot_ap_curves",
+        ],
         "_routing": ["RouteDecision", "StyleRouter", "ZooModel", "ZooSegmentation"],
         "_store": [
             "MANIFEST_NAME",

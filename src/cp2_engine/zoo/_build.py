@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cp2_engine.util import drain
+from cp2_engine.zoo._build_config import ZooBuildConfig
 from cp2_engine.zoo._clustering import cluster_styles, merge_small_clusters
 from cp2_engine.zoo._store import (
     Zoo,
@@ -284,26 +285,17 @@ def iter_build_zoo(
     *,
     base_model,
     out,
-    n_neighbors: int = 100,
-    resolution: float = 0.45,
-    epochs: int = 100,
-    from_scratch: bool = False,
-    seed: int = 0,
-    channels=(0, 0),
-    min_cluster_size: int = 2,
-    train_generalist: bool = True,
-    train_overrides: dict | None = None,
-    device="auto",
+    config: ZooBuildConfig | None = None,
 ) -> Generator[BuildEvent, None, Zoo]:
     """Build (or resume) a zoo folder, yielding progress; returns the loaded zoo.
 
     Steps: styles of every image with cells (from ``base_model``, at each image's median label
-    diameter) -> kNN graph + Leiden clusters (clusters smaller than ``min_cluster_size`` are
-    merged into the nearest one, so there are never more clusters than images) -> one
+    diameter) -> kNN graph + Leiden clusters (clusters smaller than ``config.min_cluster_size``
+    are merged into the nearest one, so there are never more clusters than images) -> one
     specialist per cluster trained with :func:`cp2_engine.training.iter_train` (starting from the
-    base model, or from random weights with ``from_scratch``) -> a generalist trained on images
-    sampled equally across clusters -> ``zoo.json``. The base net is saved as the zoo's style
-    model, so routing uses the same styles as clustering.
+    base model, or from random weights with ``config.from_scratch``) -> a generalist trained on
+    images sampled equally across clusters -> ``zoo.json``. The base net is saved as the zoo's
+    style model, so routing uses the same styles as clustering.
 
     Parameters
     ----------
@@ -311,28 +303,13 @@ def iter_build_zoo(
         Training images and their ``(H, W)`` instance labels. Images without cells are left out
         (logged); at least 2 must remain.
     base_model : str, Path, Model or CPnet
-        Generalist that computes the styles and, unless ``from_scratch``, initialises training.
+        Generalist that computes the styles and, unless ``config.from_scratch``, initialises
+        training (a name or path is loaded on ``config.device``).
     out : str or Path
         Zoo folder. An existing folder built with the same settings and data is resumed
         (finished models are kept); other settings raise ``ValueError``.
-    n_neighbors, resolution : int, float
-        kNN graph size and Leiden resolution (paper: 100 and 0.45; nuclei 50 and 0.25).
-    epochs : int
-        Training epochs per model.
-    from_scratch : bool
-        Start specialists and generalist from random weights.
-    seed : int
-        Seed of clustering and training.
-    channels : (int, int)
-        Cellpose channels of the images.
-    min_cluster_size : int
-        Smallest cluster kept as its own specialist.
-    train_generalist : bool
-        Also train the comparison generalist.
-    train_overrides : dict, optional
-        Extra ``TrainConfig`` fields (for example ``{"mode": "offline"}``).
-    device : str
-        Device for a base model given by name.
+    config : ZooBuildConfig, optional
+        Clustering and training settings; default ``ZooBuildConfig()``.
 
     Yields
     ------
@@ -342,23 +319,36 @@ def iter_build_zoo(
     -------
     Zoo
 
+    Raises
+    ------
+    TypeError
+        If ``config`` is not a :class:`ZooBuildConfig`.
+    ValueError
+        If images and labels differ in number, fewer than 2 images have cells, or ``out``
+        holds a zoo built with other settings or data.
+
     Examples
     --------
-    >>> events = iter_build_zoo(images, labels, base_model="cyto2", out="zoo")  # doctest: +SKIP
+    >>> config = ZooBuildConfig(n_neighbors=50, resolution=0.25)
+    >>> events = iter_build_zoo(images, labels, base_model="cyto2", out="zoo",
+    ...                         config=config)  # doctest: +SKIP
     >>> for event in events:  # doctest: +SKIP
     ...     print(event.stage, event.message)
     """
+    config = ZooBuildConfig() if config is None else config
+    if not isinstance(config, ZooBuildConfig):
+        raise TypeError(f"config must be a ZooBuildConfig, got {type(config).__name__}")
     keep, diams = _check_inputs(images, labels)
-    base_net = _resolve_base(base_model, device)
+    base_net = _resolve_base(base_model, config.device)
     cfg = {
-        "n_neighbors": int(n_neighbors),
-        "resolution": float(resolution),
-        "seed": int(seed),
-        "epochs": int(epochs),
-        "from_scratch": bool(from_scratch),
-        "channels": list(channels),
-        "min_cluster_size": int(min_cluster_size),
-        "train_overrides": dict(train_overrides or {}),
+        "n_neighbors": config.n_neighbors,
+        "resolution": float(config.resolution),
+        "seed": int(config.seed),
+        "epochs": config.epochs,
+        "from_scratch": bool(config.from_scratch),
+        "channels": list(config.channels),
+        "min_cluster_size": config.min_cluster_size,
+        "train_overrides": dict(config.train_overrides),
     }
     settings = {
         **cfg,
@@ -371,11 +361,11 @@ def iter_build_zoo(
     styles, clusters = yield from _styles_and_clusters(plan, base_net, images, diams, cfg)
     _save_style_model(plan, base_net)
     entries = yield from _specialists(plan, base_net, images, labels, clusters, cfg)
-    if train_generalist:
+    if config.train_generalist:
         yield from _generalist(plan, base_net, images, labels, clusters, cfg)
     manifest = ZooManifest(
         clusters=entries,
-        generalist=GENERALIST if train_generalist else None,
+        generalist=GENERALIST if config.train_generalist else None,
         style_model=STYLE_MODEL,
         base_model=settings["base_model"],
         n_neighbors=cfg["n_neighbors"],
@@ -402,16 +392,20 @@ def _save_style_model(plan: _Plan, base_net) -> None:
         save_model(base_net, plan.out / STYLE_MODEL, metadata={"zoo_role": "style"})
 
 
-def build_zoo(images: Sequence, labels: Sequence, **kwargs) -> Zoo:
+def build_zoo(
+    images: Sequence, labels: Sequence, *, base_model, out, config: ZooBuildConfig | None = None
+) -> Zoo:
     """Run :func:`iter_build_zoo` to the end (logging each stage) and return the zoo.
 
     Examples
     --------
-    >>> build_zoo(images, labels, base_model="cyto2", out="zoo", epochs=100)  # doctest: +SKIP
+    >>> build_zoo(images, labels, base_model="cyto2", out="zoo",
+    ...           config=ZooBuildConfig(epochs=100))  # doctest: +SKIP
     """
 
     def log_stage(event: BuildEvent) -> None:
         if event.stage != "train":
             log.info("%s", event.message)
 
-    return drain(iter_build_zoo(images, labels, **kwargs), on_event=log_stage)
+    gen = iter_build_zoo(images, labels, base_model=base_model, out=out, config=config)
+    return drain(gen, on_event=log_stage)

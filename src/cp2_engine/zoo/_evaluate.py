@@ -15,7 +15,13 @@ from cp2_engine.zoo._store import atomic_write_file
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_THRESHOLDS", "ZooEvaluation", "evaluate_zoo", "iter_evaluate_zoo"]
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "ZooEvaluation",
+    "evaluate_zoo",
+    "iter_evaluate_zoo",
+    "plot_ap_curves",
+]
 
 DEFAULT_THRESHOLDS = tuple(round(0.5 + 0.05 * i, 2) for i in range(10))
 
@@ -187,3 +193,33 @@ def evaluate_zoo(zoo_model, images: Sequence, labels: Sequence, **kwargs) -> Zoo
     """
     gen = iter_evaluate_zoo(zoo_model, images, labels, **kwargs)
     return drain(gen)
+
+
+def plot_ap_curves(evaluation: ZooEvaluation, path) -> None:
+    """AP against IoU threshold, zoo vs generalist, overall and per cluster (paper Fig. 2c).
+
+    Draws with :func:`cp2_engine.viz.plot_ap_groups`: the ``"all"`` panel first, then one per
+    routed cluster; the zoo solid, the generalist dashed.
+
+    Parameters
+    ----------
+    evaluation : ZooEvaluation
+        From :func:`cp2_engine.zoo.evaluate_zoo`.
+    path : str or Path
+        PNG file to write.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> ev = ZooEvaluation(np.array([0.5, 0.75]), np.array([0, 1]), np.ones((2, 2)),
+    ...                    np.zeros((2, 2)), ("a", "b"))
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "ap.png"
+    >>> plot_ap_curves(ev, path)
+    >>> path.stat().st_size > 0
+    True
+    """
+    from cp2_engine.viz import plot_ap_groups
+
+    groups = evaluation.groups()
+    curves = {"zoo": evaluation.ap_zoo, "generalist": evaluation.ap_generalist}
+    plot_ap_groups(path, evaluation.thresholds, curves, [groups[-1], *groups[:-1]])
