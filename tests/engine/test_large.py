@@ -152,6 +152,42 @@ def test_rerun_after_crash_skips_finished_blocks(tmp_path, client):
     assert _ap50(single, zarr.open_array(str(out))[:]) >= 0.99
 
 
+class _ConfigSegmenter:
+    """Finds no cells when the config passed to it asks for huge cells (min_size)."""
+
+    def segment(self, image, *, diameter, channels, config=None):
+        seg = SEGMENTER.segment(image, diameter=diameter, channels=channels)
+        if config is not None and config.min_size > 10**6:
+            seg.masks[:] = 0
+        return seg
+
+
+def test_config_reaches_the_segmenter_and_other_settings_start_over(tmp_path, client):
+    # segment_large took a free-form segment_kwargs dict; settings are now a SegmentConfig,
+    # part of the resume fingerprint, and passed to a custom segmenter only when given
+    import cloudpickle
+
+    from cp2_engine.inference import SegmentConfig
+    from cp2_engine.large import iter_segment_large
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    sample = touching_cells((400, 400), diameter=DIAM, seed=5, irregularity=0.1)
+    out = tmp_path / "labels.zarr"
+    kwargs = {"model": _ConfigSegmenter(), "diameter": DIAM, "out": out, "blocksize": 200}
+    kwargs["cluster"] = client
+    gen = iter_segment_large(sample.image, **kwargs)
+    next(gen)  # one block finished, then the run "crashes"
+    gen.close()
+    huge = SegmentConfig(min_size=10**7)
+    with pytest.raises(FileExistsError):  # other settings: not a resume of that run
+        segment_large(sample.image, config=huge, **kwargs)
+    events = list(iter_segment_large(sample.image, config=huge, overwrite=True, **kwargs))
+    assert not any(getattr(e, "skipped", False) for e in events)
+    assert zarr.open_array(str(out))[:].max() == 0
+    with pytest.raises(TypeError, match="SegmentConfig"):
+        segment_large(sample.image, config={"min_size": 3}, overwrite=True, **kwargs)
+
+
 def test_block_tasks_read_their_crop_without_submitting_dask_tasks(tmp_path, client):
     # block tasks used to read their crop with dask's compute(), which went back to the
     # scheduler from inside the task: a 1-thread worker then started a second block while the
@@ -292,7 +328,7 @@ def _threads_after_pinning():
     import numba
     import torch
 
-    from cp2_engine.large._segment import _pin_threads_to_worker
+    from cp2_engine.large._blocks import _pin_threads_to_worker
     from cp2_engine.postprocess import masks_to_flows
     from cp2_engine.synthetic import touching_cells
 
@@ -387,7 +423,7 @@ def _page_faults_of_a_forward_pass():
     import torch
 
     from cp2_engine.inference import accumulate_tiles, tune_allocator
-    from cp2_engine.large._segment import _pin_threads_to_worker
+    from cp2_engine.large._blocks import _pin_threads_to_worker
     from cp2_engine.network import CPnet
 
     _pin_threads_to_worker()

@@ -174,11 +174,7 @@ def _run_large(args: argparse.Namespace) -> int:
         channels=(args.chan, args.chan2),
         overwrite=args.overwrite,
         n_workers=args.workers,
-        segment_kwargs={
-            "flow_threshold": args.flow_threshold,
-            "cellprob_threshold": args.cellprob_threshold,
-            "min_size": args.min_size,
-        },
+        config=_config(args),
     )
 
     stages = {"TilesDone": "network", "BlockDone": "masks", "ChunkWritten": "writing labels"}

@@ -9,8 +9,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "_accounting": ["ACCEPT_IOU", "RoiAccounting", "RoiRecord", "STATUSES", "account_rois"],
         "_annotator": ["Correction", "SimulatedAnnotator"],
+        "_experiment_results": ["EXPERIMENTS", "write_results"],
         "_experiments": [
-            "EXPERIMENTS",
             "ExperimentData",
             "ExperimentSettings",
             "Progress",
@@ -20,8 +20,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "iter_learning_curve",
             "pretrain_synthetic",
             "synthetic_data",
-            "write_results",
         ],
-        "_project": ["HitlProject", "ProjectStatus", "RoundRecord", "SCHEMA_VERSION"],
+        "_project": ["HitlProject", "ProjectStatus", "SCHEMA_VERSION"],
+        "_rounds": ["RoundRecord"],
     },
 )

@@ -20,67 +20,40 @@ refuses to replace it unless ``overwrite=True`` (then the old one is moved to ``
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
-import re
 import shutil
-import time
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cp2_engine.hitl._accounting import RoiAccounting, account_rois, check_labels
-from cp2_engine.io import atomic_write, imread, imwrite
-from cp2_engine.util import drain
+from cp2_engine.hitl._project_files import (
+    _check_names,
+    _check_truth,
+    _config_to_dict,
+    _labels_dtype,
+    _load_input,
+    _now,
+    _spatial_shape,
+    _unique_names,
+    _write_json,
+    _write_tif,
+)
+from cp2_engine.hitl._rounds import RetrainMixin, RoundRecord, _load_model
+from cp2_engine.io import imread
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SCHEMA_VERSION", "HitlProject", "ProjectStatus", "RoundRecord"]
+__all__ = ["SCHEMA_VERSION", "HitlProject", "ProjectStatus"]
 
 #: Version of the ``project.json`` layout.
 SCHEMA_VERSION = 1
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass(frozen=True)
-class RoundRecord:
-    """One retraining round, as written to ``history.jsonl``.
-
-    Attributes
-    ----------
-    round : int
-        1 for the first retraining.
-    model : str
-        Path of the new model, relative to the project folder.
-    n_images : int
-        Accepted images the model was trained on.
-    n_rois : int
-        ROIs in those images.
-    n_drawn : int
-        ROIs the human drew or edited in those images (``RoiAccounting.n_human`` summed).
-    train_seconds : float
-        Wall time of the training.
-    ap50 : float or None
-        Mean AP at IoU 0.5 of the new model on the images with ground truth that are not yet
-        accepted (held out); None when there are none or evaluation was off.
-    created : str
-        ISO time stamp.
-    """
-
-    round: int
-    model: str
-    n_images: int
-    n_rois: int
-    n_drawn: int
-    train_seconds: float
-    ap50: float | None
-    created: str
 
 
 @dataclass(frozen=True)
@@ -95,71 +68,7 @@ class ProjectStatus:
     n_drawn_total: int
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path) as tmp:
-        tmp.write_text(text)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    _write_text(path, json.dumps(data, indent=1) + "\n")
-
-
-def _write_tif(path: Path, array: np.ndarray, *, overwrite: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    imwrite(path, array, overwrite=overwrite)
-
-
-def _labels_dtype(labels: np.ndarray) -> np.ndarray:
-    big = labels.max(initial=0) > np.iinfo(np.uint16).max
-    return labels.astype(np.uint32 if big else np.uint16)
-
-
-def _check_image(image: Any, what: str) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.ndim not in (2, 3) or arr.size == 0:
-        raise ValueError(f"{what} must be a non-empty (H, W) or (H, W, C) image, got {arr.shape}")
-    if not (np.issubdtype(arr.dtype, np.number) and not np.iscomplexobj(arr)):
-        raise TypeError(f"{what} must hold real numbers, got dtype {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-        raise ValueError(f"{what} contains NaN or infinite values")
-    return arr
-
-
-def _spatial_shape(shape: Sequence[int]) -> tuple[int, int]:
-    """(H, W) of an image shape: (H, W), (H, W, C) or channel-first (C, H, W) with C < 10."""
-    if len(shape) == 3 and shape[0] < 10 <= min(shape[1], shape[2]):
-        return int(shape[1]), int(shape[2])
-    return int(shape[0]), int(shape[1])
-
-
-def _load_input(item: Any, what: str) -> tuple[np.ndarray, str | None]:
-    """An image from a path or an array; also return the path's stem as a name suggestion."""
-    if isinstance(item, str | os.PathLike):
-        path = Path(item)
-        if not path.is_file():
-            raise FileNotFoundError(f"{what}: no such image file {path}")
-        return _check_image(imread(path), what), path.stem
-    return _check_image(item, what), None
-
-
-def _unique_names(suggested: Sequence[str | None]) -> list[str]:
-    names: list[str] = []
-    for i, name in enumerate(suggested):
-        base = re.sub(r"[^A-Za-z0-9._-]", "_", name) if name else f"image_{i:03d}"
-        base = base.lstrip("._-") or f"image_{i:03d}"
-        candidate, k = base, 1
-        while candidate in names:
-            candidate, k = f"{base}_{k}", k + 1
-        names.append(candidate)
-    return names
-
-
-class HitlProject:
+class HitlProject(RetrainMixin):
     """A human-in-the-loop project folder (see the module docstring for the layout).
 
     Create one with :meth:`create`, reopen it with :meth:`open`. The loop is
@@ -244,8 +153,8 @@ class HitlProject:
             raise ValueError("images must hold at least one image (path or array)")
         loaded = [_load_input(im, f"images[{i}]") for i, im in enumerate(images)]
         names = list(names) if names is not None else _unique_names([n for _, n in loaded])
-        cls._check_names(names, len(loaded))
-        truths = cls._check_truth(ground_truth, [a for a, _ in loaded])
+        _check_names(names, len(loaded))
+        truths = _check_truth(ground_truth, [a for a, _ in loaded])
         for sub in ("images", "predictions", "corrected", "models"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         for (arr, _), name in zip(loaded, names):
@@ -266,38 +175,6 @@ class HitlProject:
         _write_json(folder / "project.json", meta)
         logger.info("created HITL project %s with %d images", folder, len(names))
         return cls(folder, meta, device=device)
-
-    @staticmethod
-    def _check_names(names: list[str], n: int) -> None:
-        if len(names) != n:
-            raise ValueError(f"names must have one entry per image ({n}), got {len(names)}")
-        if len(set(names)) != n:
-            raise ValueError(f"image names must be unique, got {names}")
-        bad = [x for x in names if not _NAME_RE.match(x)]
-        if bad:
-            raise ValueError(f"image names may hold only letters, digits and ._- : {bad}")
-
-    @staticmethod
-    def _check_truth(truth: Sequence[Any] | None, images: list[np.ndarray]) -> list:
-        if truth is None:
-            return [None] * len(images)
-        if len(truth) != len(images):
-            raise ValueError(f"ground_truth needs one entry per image ({len(images)})")
-        out = []
-        for i, (t, img) in enumerate(zip(truth, images)):
-            if t is None:
-                out.append(None)
-                continue
-            lab = check_labels(
-                imread(t) if isinstance(t, str | os.PathLike) else t,
-                name=f"ground_truth[{i}]",
-            )
-            if lab.shape != _spatial_shape(img.shape):
-                raise ValueError(
-                    f"ground_truth[{i}] shape {lab.shape} != image {_spatial_shape(img.shape)}"
-                )
-            out.append(lab)
-        return out
 
     @classmethod
     def open(cls, folder: str | os.PathLike, *, device: str = "auto") -> HitlProject:
@@ -348,6 +225,22 @@ class HitlProject:
     def diameter(self) -> float | None:
         """Diameter used for predictions (None = the model's own)."""
         return self._meta.get("diameter")
+
+    @property
+    def rounds(self) -> list[str]:
+        """Models of the retraining rounds so far, oldest first, relative to :attr:`folder`.
+
+        A copy: changing it does not change the project.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> p = HitlProject.create(Path(tempfile.mkdtemp()), images=[np.ones((8, 8))],
+        ...                        initial_model="scratch")
+        >>> p.rounds
+        []
+        """
+        return list(self._meta["rounds"])
 
     def _check_name(self, name: str) -> None:
         if name not in self.names:
@@ -445,7 +338,7 @@ class HitlProject:
         return ProjectStatus(
             n_images=len(self.names),
             n_accepted=len(accepted),
-            n_rounds=len(self._meta["rounds"]),
+            n_rounds=len(self.rounds),
             current_model=self.current_model,
             next_image=self.next_image(),
             n_drawn_total=drawn,
@@ -583,165 +476,3 @@ class HitlProject:
             src = self._path(kind, name)
             if src.is_file():
                 shutil.copy2(src, backup / f"{stamp}_{src.name}")
-
-    # ------------------------------------------------------------------------ retrain
-    def training_data(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Images and corrected labels of every accepted image."""
-        names = self.accepted_names()
-        return [self.image(n) for n in names], [self.corrected(n) for n in names]
-
-    def iter_retrain(
-        self, *, config: Any = None, evaluate: bool = True
-    ) -> Generator[Any, None, RoundRecord]:
-        """Fine-tune the initial model on ALL accepted images (online mode); register it.
-
-        Yields the training events of ``cp2_engine.training.iter_train``. Closing the generator
-        early cancels the round: no model is registered and the project is unchanged.
-
-        Parameters
-        ----------
-        config : TrainConfig or dict, optional
-            Overrides the project's training settings for this round.
-        evaluate : bool
-            Compute the new model's AP on held-out images with ground truth.
-
-        Returns
-        -------
-        RoundRecord
-            Via ``StopIteration.value``; :meth:`retrain` returns it directly.
-        """
-        images, labels = self.training_data()
-        if not images:
-            raise ValueError("no accepted images to train on; accept() at least one first")
-        round_no = len(self._meta["rounds"]) + 1
-        rel = f"models/round_{round_no:03d}"
-        cfg = config if config is not None else self._meta.get("train_config")
-        t0 = time.perf_counter()
-        yield from _train_round(
-            self.initial_model,
-            images,
-            labels,
-            config=cfg,
-            save_path=self.folder / rel,
-            folder=self.folder,
-            device=self.device,
-            metadata={"hitl_round": round_no, "hitl_images": self.accepted_names()},
-        )
-        seconds = time.perf_counter() - t0
-        return self._register_round(round_no, rel, labels, seconds, evaluate=evaluate)
-
-    def retrain(self, *, config: Any = None, evaluate: bool = True) -> RoundRecord:
-        """Run :meth:`iter_retrain` to the end and return its record."""
-        gen = self.iter_retrain(config=config, evaluate=evaluate)
-        return drain(gen)
-
-    def _register_round(
-        self, round_no: int, rel: str, labels: list, seconds: float, *, evaluate: bool
-    ) -> RoundRecord:
-        record = RoundRecord(
-            round=round_no,
-            model=rel,
-            n_images=len(labels),
-            n_rois=int(sum(len(np.unique(lab[lab > 0])) for lab in labels)),
-            n_drawn=int(sum(self.accounting(n).n_human for n in self.accepted_names())),
-            train_seconds=round(seconds, 3),
-            ap50=None,
-            created=_now(),
-        )
-        meta = dict(self._meta, current_model=rel, rounds=[*self._meta["rounds"], rel])
-        _write_json(self.folder / "project.json", meta)
-        self._meta = meta
-        if evaluate:
-            record = dataclasses.replace(record, ap50=self._heldout_ap50())
-        history = [dataclasses.asdict(r) for r in self.history()] + [dataclasses.asdict(record)]
-        text = "".join(json.dumps(h) + "\n" for h in history)
-        _write_text(self.folder / "history.jsonl", text)
-        logger.info("HITL round %d registered: %s", round_no, record)
-        return record
-
-    def _heldout_ap50(self) -> float | None:
-        """Mean AP@0.5 of the current model on not-yet-accepted images with ground truth."""
-        held = [n for n in self.names if not self.is_accepted(n) and self.truth(n) is not None]
-        if not held:
-            return None
-        model = self.load_model()
-        scores = [
-            _ap50(self.truth(n), model.segment(self.image(n), diameter=self.diameter).masks)
-            for n in held
-        ]
-        return float(np.mean(scores))
-
-
-def _config_to_dict(config: Any) -> dict | None:
-    if config is None:
-        return None
-    if dataclasses.is_dataclass(config):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(config).items()}
-    if isinstance(config, dict):
-        return dict(config)
-    raise TypeError(f"train_config must be a TrainConfig, a dict or None, got {type(config)}")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-# ------------------------------------------------------------------ model-engine glue
-def _load_model(spec: str, *, folder: Path, device: str):
-    """Load a project model: ``"scratch"``, a path relative to the project, or a model name."""
-    from cp2_engine.inference import Model
-
-    if spec == "scratch":
-        return Model.random(seed=0, device=device)
-    local = folder / spec
-    return Model.load(str(local) if local.is_file() else spec, device=device)
-
-
-def _ap50(truth: np.ndarray, pred: np.ndarray) -> float:
-    from cp2_engine.metrics import average_precision
-
-    return float(average_precision(truth, pred, thresholds=(0.5,)).ap[0, 0])
-
-
-def _train_config(config: Any, device: str):
-    """A TrainConfig in online mode from a TrainConfig, a dict or None."""
-    from cp2_engine.training import TrainConfig
-
-    if config is None:
-        config = TrainConfig()
-    elif isinstance(config, dict):
-        config = TrainConfig(**config)
-    elif not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, a dict or None, got {type(config)}")
-    if config.mode != "online":
-        logger.info("HITL retraining runs in online mode; ignoring mode=%r", config.mode)
-    device = config.device if config.device != "auto" else device
-    return dataclasses.replace(config, mode="online", device=device)
-
-
-def _train_round(
-    initial_model: str,
-    images: list,
-    labels: list,
-    *,
-    config: Any,
-    save_path: Path,
-    folder: Path,
-    device: str,
-    metadata: dict,
-):
-    """Fine-tune ``initial_model`` on the accepted images; save to ``save_path``."""
-    from cp2_engine.network import save_model
-    from cp2_engine.training import iter_train
-
-    cfg = _train_config(config, device)
-    local = folder / initial_model
-    start = str(local) if local.is_file() else initial_model
-    save_path.parent.mkdir(parents=True, exist_ok=True)
-    result = yield from iter_train(start, images, labels, config=cfg, save_path=save_path)
-    save_model(result.net, save_path, metadata=metadata)
-    return result

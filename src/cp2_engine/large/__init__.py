@@ -15,14 +15,10 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "network_input",
             "network_sums",
         ],
-        "_segment": [
-            "BlockGrid",
-            "duplicate_cells",
-            "iter_segment_large",
-            "local_cluster",
-            "owned_cells",
-            "segment_large",
-        ],
+        "_assemble": ["duplicate_cells"],
+        "_blocks": ["BlockGrid", "owned_cells"],
+        "_cluster": ["local_cluster"],
+        "_segment": ["iter_segment_large", "segment_large"],
         "_tasks": ["TilesDone"],
     },
 )

@@ -5,8 +5,8 @@ For a cp2 network model, blocks share the network tiles of one whole-image pass 
 network task per block runs the block's tiles and writes their tapered sums to a scratch
 array, and one mask task per block blends the sums over its crop and runs the dynamics, once
 the network tasks it reads from are done. The mask tasks write the same part arrays as the
-per-block path, so duplicates, ids and output chunks are handled by the
-per-block code (``_segment.py``).
+per-block path, so duplicates, ids and output chunks are handled by the same code
+(``_assemble.py``).
 """
 
 from __future__ import annotations
@@ -16,15 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cp2_engine.inference import resolve_niter
-from cp2_engine.large._network import (
-    NetworkLayout,
-    blended_output,
-    block_intensity_stats,
-    intensity_range,
-    network_input,
-    network_sums,
-)
-from cp2_engine.large._segment import (
+from cp2_engine.large._blocks import (
     BlockDone,
     _block_source,
     _part_done,
@@ -33,6 +25,14 @@ from cp2_engine.large._segment import (
     _read_region,
     _resolve_segmenter,
     _write_part,
+)
+from cp2_engine.large._network import (
+    NetworkLayout,
+    blended_output,
+    block_intensity_stats,
+    intensity_range,
+    network_input,
+    network_sums,
 )
 
 
@@ -165,8 +165,6 @@ def run_network_blocks(client, *, source, arr, grid, model, segmenter, config, p
     Returns ``(cells per block, number of blocks skipped)``; closing the generator cancels
     the outstanding tasks (finished blocks and scratch arrays are kept for a re-run).
     """
-    from distributed import as_completed
-
     rescale = model.diam_mean / config.diameter
     layout = NetworkLayout.build(
         grid.shape,
@@ -181,27 +179,9 @@ def run_network_blocks(client, *, source, arr, grid, model, segmenter, config, p
         if config.normalize
         else []
     )
-    network = {}
-    for index in grid.indices():
-        window = layout.window_of(*index)
-        if window is None:
-            continue
-        region = layout.image_region_for(window)
-        network[index] = client.submit(
-            _network_task,
-            _block_source(client, source, arr, region),
-            region,
-            window,
-            layout.tiles_of(*index),
-            layout,
-            config,
-            ranges,
-            segmenter,
-            _scratch_path(parts_dir, index),
-            retries=2,
-            pure=False,
-            key=_key("net", index),
-        )
+    network = _submit_network_tasks(
+        client, source, arr, grid, layout, (config, ranges, segmenter), parts_dir
+    )
     niter = resolve_niter(config.niter, rescale=rescale, resample=config.resample)
     masks = {}
     for index in grid.indices():
@@ -222,6 +202,40 @@ def run_network_blocks(client, *, source, arr, grid, model, segmenter, config, p
             key=_key("block", index),
         )
         masks[fut] = index
+    return (yield from _progress(client, network, masks))
+
+
+def _submit_network_tasks(client, source, arr, grid, layout, settings, parts_dir) -> dict:
+    """One network task per block whose core holds tiles; {block: future}.
+
+    ``settings`` is ``(config, ranges, segmenter)``, passed on to :func:`_network_task`.
+    """
+    network = {}
+    for index in grid.indices():
+        window = layout.window_of(*index)
+        if window is None:
+            continue
+        region = layout.image_region_for(window)
+        network[index] = client.submit(
+            _network_task,
+            _block_source(client, source, arr, region),
+            region,
+            window,
+            layout.tiles_of(*index),
+            layout,
+            *settings,
+            _scratch_path(parts_dir, index),
+            retries=2,
+            pure=False,
+            key=_key("net", index),
+        )
+    return network
+
+
+def _progress(client, network: dict, masks: dict):
+    """Yield TilesDone/BlockDone as the tasks finish; return (cells per block, skipped)."""
+    from distributed import as_completed
+
     by_future = {fut: index for index, fut in network.items()}
     counts, skipped, n_net, n_masks = {}, 0, 0, 0
     try:
