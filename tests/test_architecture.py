@@ -51,6 +51,10 @@ def layer_of(package: str) -> int:
     raise AssertionError(f"package {package!r} is not in the layers of docs/architecture.md")
 
 
+def _rel(path: Path) -> Path:
+    return path.relative_to(SRC.parent)
+
+
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(SRC).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -172,7 +176,7 @@ def package_violations() -> list[str]:
             if other in (None, "", me) or other.startswith("_"):
                 continue
             if layer_of(other) <= layer_of(me):
-                bad.append(f"{path.relative_to(ROOT)}:{line}: {me} imports {other}")
+                bad.append(f"{_rel(path)}:{line}: {me} imports {other}")
     return bad
 
 
@@ -189,7 +193,7 @@ def private_violations(package: str) -> list[str]:
             inside = parts[: len(my_pkg)] == my_pkg
             names = [*parts[1:], *([name] if name else [])]
             if not inside and any(p.startswith("_") and p != "__version__" for p in names):
-                bad.append(f"{path.relative_to(ROOT)}:{line}: imports {target} {name or ''}")
+                bad.append(f"{_rel(path)}:{line}: imports {target} {name or ''}")
     return bad
 
 
@@ -214,7 +218,7 @@ def test_no_private_names_across_packages():
 
 def test_engine_never_imports_a_gui():
     bad = [
-        f"{path.relative_to(ROOT)}:{line}: {target}"
+        f"{_rel(path)}:{line}: {target}"
         for path in source_files(ENGINE)
         for target, _, line in imports_of(path)
         if target.split(".")[0] in GUI_MODULES
@@ -241,13 +245,13 @@ def test_module_and_function_size(package):
         text = path.read_text()
         lines = text.splitlines()
         if len(lines) > MAX_MODULE_LINES:
-            long_modules.append(f"{path.relative_to(ROOT)}: {len(lines)} lines")
+            long_modules.append(f"{_rel(path)}: {len(lines)} lines")
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 n = _code_lines(lines, node)
                 doc = ast.get_docstring(node) or ""
                 if n > MAX_FUNCTION_CODE_LINES and LONG_REASON not in doc:
-                    long_functions.append(f"{path.relative_to(ROOT)}:{node.name}: {n} lines")
+                    long_functions.append(f"{_rel(path)}:{node.name}: {n} lines")
     assert long_modules == []
     assert long_functions == []
 

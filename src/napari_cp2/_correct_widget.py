@@ -9,7 +9,7 @@ from magicgui.widgets import CheckBox, Container, Label, PushButton, SpinBox, cr
 from napari.utils.notifications import show_error, show_info
 from napari.viewer import Viewer
 
-from . import _workers as jobs
+from . import _jobs as jobs
 from ._edits import EditHistory, add_rois, delete_roi, merge_rois, relabel_roi
 from ._layers import SUFFIXES
 from ._tooltips import LABELS, message

@@ -47,8 +47,10 @@ def merge_rois(labels: np.ndarray, keep: int, other: int) -> np.ndarray:
 
     Examples
     --------
-    >>> merge_rois(np.array([[1, 0, 2]]), 1, 2).tolist()
-    [[1, 1, 1]]
+    >>> labels = np.zeros((3, 5), int)
+    >>> labels[1, 1], labels[1, 3] = 1, 2
+    >>> merge_rois(labels, 1, 2)[1].tolist()
+    [0, 1, 1, 1, 0]
     """
     _check_roi(labels, keep)
     _check_roi(labels, other)

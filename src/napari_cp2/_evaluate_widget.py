@@ -10,7 +10,7 @@ from magicgui.widgets import Container, FileEdit, Label, LineEdit, PushButton, T
 from napari.utils.notifications import show_error
 from napari.viewer import Viewer
 
-from . import _workers as jobs
+from . import _jobs as jobs
 from ._layers import SUFFIXES, TRUTH_SUFFIX
 from ._tooltips import LABELS, message
 from ._tooltips import labelled as _w

@@ -109,7 +109,7 @@ def prepare_image(
 
     Examples
     --------
-    >>> prepare_image(np.zeros((2, 8, 8)) + np.arange(2)[:, None, None], name="x",
+    >>> prepare_image(np.stack([np.ones((8, 8)), np.eye(8)]), name="x",
     ...               channel_axis=0, channels=(2, 0)).image.shape
     (8, 8, 2)
     """

@@ -22,7 +22,7 @@ from magicgui.widgets import (
 from napari.utils.notifications import show_error, show_info, show_warning
 from napari.viewer import Viewer
 
-from . import _workers as jobs
+from . import _jobs as jobs
 from ._layers import diameter_from_shapes, layer_names, prepare_image, segmentation_layers
 from ._tooltips import LABELS, message
 from ._tooltips import labelled as _w

@@ -18,10 +18,11 @@ from magicgui.widgets import (
     PushButton,
     SpinBox,
 )
+from napari.layers import Image
 from napari.utils.notifications import show_error, show_info, show_warning
 from napari.viewer import Viewer
 
-from . import _workers as jobs
+from . import _jobs as jobs
 from ._layers import layer_names
 from ._tooltips import LABELS, message
 from ._tooltips import labelled as _w
@@ -121,7 +122,7 @@ class TrainWidget(Container):
     def _viewer_images(self) -> dict[str, np.ndarray]:
         out = {}
         for layer in self._viewer.layers:
-            is_2d = layer._type_string == "image" and (layer.ndim == 2 or layer.rgb)
+            is_2d = isinstance(layer, Image) and (layer.ndim == 2 or layer.rgb)
             ours = layer.name.endswith(("_cp2_flows", "_cp2_cellprob"))
             if is_2d and not ours:
                 out[project_name(layer.name)] = np.asarray(layer.data)

@@ -143,11 +143,11 @@ def test_threaded_task_tunes_the_allocator_before_starting_its_thread(qtbot, mon
     # network's buffers were re-mapped at every pass (about 8% of a segmentation)
     import threading
 
-    from cp2_engine.inference import _tiling
+    import cp2_engine.inference
 
     calls = []
-    monkeypatch.setattr(
-        _tiling,
+    monkeypatch.setattr(  # the public name the plugin calls
+        cp2_engine.inference,
         "tune_allocator",
         lambda: calls.append(threading.current_thread()),
     )

@@ -26,7 +26,7 @@ _IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``cp2 segment`` arguments to ``parser``."""
     parser.add_argument("paths", nargs="+", type=Path, help="image files or folders of images")
-    parser.add_argument("--model", required=True, help="model name or weights file")
+    parser.add_argument("--model", required=True, help="model name, weights file or zoo:<folder>")
     parser.add_argument(
         "--diameter",
         type=float,
@@ -107,7 +107,7 @@ def _check_outputs(images: list[Path], args: argparse.Namespace) -> None:
 
 
 def _write_outputs(image, seg, outputs: dict[str, Path], model_name: str) -> None:
-    from cp2_engine import io
+    from cp2_engine import io, viz
 
     io.save_masks(outputs["masks"], seg.masks, overwrite=True)
     if "npy" in outputs:
@@ -130,7 +130,7 @@ def _write_outputs(image, seg, outputs: dict[str, Path], model_name: str) -> Non
         io.save_imagej_rois(outputs["rois"], seg.masks, overwrite=True)
     elif "rois" in outputs:
         logger.warning("no masks found: no ROI file written (%s)", outputs["rois"])
-    io.overlay_png(outputs["overlay"], image, seg.masks, overwrite=True)
+    viz.overlay_png(outputs["overlay"], image, seg.masks, overwrite=True)
 
 
 def _config(args: argparse.Namespace):
@@ -199,14 +199,14 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from cp2_engine import io
-    from cp2_engine.inference import Model
+    from cp2_engine.segmenters import load_segmenter
 
     if _is_large(args):
         return _run_large(args)
     config = _config(args)
     images = _expand(args.paths)
     _check_outputs(images, args)
-    model = Model.load(args.model, device=config.device)
+    model = load_segmenter(args.model, device=config.device)
     with tqdm(total=len(images), unit="image", desc="cp2 segment") as bar:
         for path in images:
             image = io.imread(path)

@@ -205,6 +205,31 @@ class HitlProject(RetrainMixin):
             raise ValueError(f"{path} has schema version {version}, expected {SCHEMA_VERSION}")
         return cls(folder, meta, device=device)
 
+    @classmethod
+    def open_or_create(
+        cls, folder, *, images: dict | None = None, initial_model="scratch", device="auto"
+    ) -> HitlProject:
+        """Open the project in ``folder``, or create it there from ``images`` ({name: image});
+        ValueError when there is neither a project nor images.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> folder = Path(tempfile.mkdtemp()) / "p"
+        >>> p = HitlProject.open_or_create(folder, images={"a": np.ones((8, 8))})
+        >>> HitlProject.open_or_create(folder).names
+        ['a']
+        """
+        folder = Path(folder)
+        if (folder / "project.json").is_file():
+            return cls.open(folder, device=device)
+        if not images:
+            raise ValueError(f"{folder} holds no project; give 2-D images to create one from")
+        ims, names = list(images.values()), list(images)
+        return cls.create(
+            folder, images=ims, names=names, initial_model=initial_model, device=device
+        )
+
     # ------------------------------------------------------------------------- state
     @property
     def names(self) -> list[str]:
@@ -443,10 +468,8 @@ class HitlProject(RetrainMixin):
         if labels.shape != shape:
             raise ValueError(f"corrected_labels shape {labels.shape} != image {name!r} {shape}")
         if self.is_accepted(name) and not overwrite:
-            raise FileExistsError(
-                f"{name!r} is already accepted; pass overwrite=True to replace it (the old "
-                "labels are kept in corrected/backup/)"
-            )
+            msg = "pass overwrite=True to replace it (old labels go to corrected/backup/)"
+            raise FileExistsError(f"{name!r} is already accepted; {msg}")
         if prediction is not None:
             stored = self.prediction(name)
             if stored is None or not np.array_equal(stored, prediction):
@@ -455,12 +478,11 @@ class HitlProject(RetrainMixin):
             self._backup(name)
         acc = self._account(name, labels)
         pred_meta = self.folder / "predictions" / f"{name}_pred.json"
+        model = json.loads(pred_meta.read_text())["model"] if pred_meta.is_file() else None
         record = {
             "image": name,
             "created": _now(),
-            "pred_model": json.loads(pred_meta.read_text())["model"]
-            if pred_meta.is_file()
-            else None,
+            "pred_model": model,
             "accounting": acc.to_dict(),
         }
         _write_json(self._path("prov", name), record)

@@ -10,8 +10,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "_classic": ["ClassicSegmenter"],
         "_config": ["SegmentConfig", "resolve_niter"],
-        "_model": ["Model", "SegmentProgress", "Segmentation", "masks_from_flows"],
-        "_protocol": ["Segmenter", "iter_segment_many"],
+        "_model": ["Model", "Segmentation", "masks_from_flows"],
+        "_protocol": ["SegmentProgress", "Segmenter", "iter_segment_many"],
         "_size_model": ["MIN_DIAMETER", "SizeModel", "fit_size_model"],
         "_tiling": [
             "TileGrid",

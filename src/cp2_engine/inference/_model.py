@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from cp2_engine.inference._config import SegmentConfig, resolve_niter
-from cp2_engine.inference._protocol import iter_segment_many
+from cp2_engine.inference._protocol import SegmentProgress, iter_segment_many
 from cp2_engine.inference._tiling import run_tiled
 from cp2_engine.inference._transforms import convert_image, fit_channels, resize_image
 from cp2_engine.network import resolve_device, use_channels_last
 
-__all__ = ["Model", "SegmentProgress", "Segmentation", "masks_from_flows"]
+__all__ = ["Model", "Segmentation", "masks_from_flows"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,15 +70,6 @@ class Segmentation:
     def n_masks(self) -> int:
         """Number of masks."""
         return int(self.masks.max()) if self.masks.size else 0
-
-
-@dataclass(frozen=True)
-class SegmentProgress:
-    """One step of :meth:`Model.segment_many`: image ``index`` of ``total`` is done."""
-
-    index: int
-    total: int
-    segmentation: Segmentation
 
 
 class _Timer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -11,7 +12,16 @@ import numpy as np
 
 from cp2_engine.inference._transforms import check_image
 
-__all__ = ["Segmenter", "iter_segment_many"]
+__all__ = ["SegmentProgress", "Segmenter", "iter_segment_many"]
+
+
+@dataclass(frozen=True)
+class SegmentProgress:
+    """One step of :meth:`Segmenter.segment_many`: image ``index`` of ``total`` is done."""
+
+    index: int
+    total: int
+    segmentation: Any
 
 
 @runtime_checkable
@@ -58,7 +68,6 @@ def iter_segment_many(segmenter, images: Iterable, *, config=None, **overrides) 
     >>> [(p.index, p.total) for p in steps]
     [(1, 2), (2, 2)]
     """
-    from cp2_engine.inference._model import SegmentProgress
     from cp2_engine.io import imread
 
     items = list(images)

@@ -12,6 +12,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "aggregated_jaccard_index",
             "mask_ious",
             "match_masks",
+            "unmatched_masks",
         ],
         "_overlap": ["iou_matrix"],
         "_sizes": ["diameters"],

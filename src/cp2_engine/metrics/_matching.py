@@ -18,7 +18,14 @@ from scipy.sparse.csgraph import connected_components
 
 from ._overlap import _check_pair, _check_threshold, _Overlap, _overlap, _readonly
 
-__all__ = ["MaskIoUs", "Matching", "aggregated_jaccard_index", "mask_ious", "match_masks"]
+__all__ = [
+    "MaskIoUs",
+    "Matching",
+    "aggregated_jaccard_index",
+    "mask_ious",
+    "match_masks",
+    "unmatched_masks",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -283,3 +290,24 @@ def aggregated_jaccard_index(masks_true, masks_pred) -> float:
     unused_pred[ov.cols[best]] = False
     union += ov.true.areas[untouched_true].sum() + ov.pred.areas[unused_pred].sum()
     return float(inter / union) if union else 0.0
+
+
+def unmatched_masks(masks_true, masks_pred, *, threshold: float = 0.5):
+    """The false negatives and false positives as label images, at an IoU threshold.
+
+    Returns ``(fn_masks, fp_masks)``: the true masks no prediction matches, and the predicted
+    masks that match no true mask (one-to-one Hungarian matching, as :func:`match_masks`).
+
+    Examples
+    --------
+    >>> truth = np.array([[1, 1, 0, 2, 2]])
+    >>> pred = np.array([[1, 1, 0, 0, 3]])
+    >>> fn, fp = unmatched_masks(truth, pred)
+    >>> fn.tolist(), fp.tolist()
+    ([[0, 0, 0, 2, 2]], [[0, 0, 0, 0, 3]])
+    """
+    truth, pred = np.asarray(masks_true), np.asarray(masks_pred)
+    pairs = np.asarray(match_masks(truth, pred, threshold=threshold).pairs).reshape(-1, 2)
+    fn = np.where(np.isin(truth, pairs[:, 0], invert=True), truth, 0)
+    fp = np.where(np.isin(pred, pairs[:, 1], invert=True), pred, 0)
+    return fn, fp
