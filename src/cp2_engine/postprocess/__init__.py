@@ -1,5 +1,6 @@
 """Flows <-> masks: heat-diffusion flows from labels, Euler integration of predicted flows,
-clustering into masks, flow-error QC, hole filling and minimum size.
+clustering into masks, flow-error QC, hole filling and minimum size; the same in 3-D (no QC), and
+stitching of per-plane 2-D masks into 3-D objects.
 """
 
 import lazy_loader as _lazy
@@ -8,12 +9,15 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "_dynamics": ["follow_flows", "get_masks"],
+        "_dynamics3d": ["follow_flows_3d", "get_masks_3d"],
         "_flows": ["consecutive_labels", "labels_to_flows", "mask_centres", "masks_to_flows"],
+        "_flows3d": ["labels_to_flows_3d", "masks_to_flows_3d"],
         "_masks": [
             "compute_masks",
             "fill_holes_and_remove_small_masks",
             "flow_error",
             "remove_bad_flow_masks",
         ],
+        "_masks3d": ["compute_masks_3d", "fill_holes_and_remove_small_masks_3d", "stitch_planes"],
     },
 )
