@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +69,8 @@ class SizeModel:
     def load(cls, path: str | os.PathLike) -> SizeModel:
         """Read a Cellpose/cp2 ``size_*.npy`` file.
 
-        The file is a pickled dict, so only load files you trust.
+        The file is a pickled dict; it is read with a restricted unpickler (containers,
+        numbers and numpy arrays only), so a malicious file is refused instead of run.
 
         Examples
         --------
@@ -80,14 +80,13 @@ class SizeModel:
         >>> SizeModel.load(p).diam_mean
         17.0
         """
+        from cp2_engine.util import load_npy_restricted
+
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"size model file not found: {path}")
-        try:
-            data = np.load(path, allow_pickle=True)
-            params = data.item() if isinstance(data, np.ndarray) and data.shape == () else data
-        except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:
-            raise ValueError(f"{path} is not a readable size-model .npy file: {err}") from err
+        data = load_npy_restricted(path, what="size-model .npy file")
+        params = data.item() if data.dtype == object and data.shape == () else data
         keys = ("A", "smean", "ymean", "diam_mean")
         if not isinstance(params, dict) or any(k not in params for k in keys):
             raise ValueError(f"{path} must hold a dict with keys {keys}")
@@ -111,13 +110,9 @@ class SizeModel:
             "diam_mean": self.diam_mean,
             "ymean": self.ymean,
         }
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as fh:
-                np.save(fh, params, allow_pickle=True)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        from cp2_engine.util import atomic_write_file
+
+        atomic_write_file(path, lambda fh: np.save(fh, params, allow_pickle=True))
 
     def diameter_from_style(self, style: np.ndarray) -> float | np.ndarray:
         """Predict the object diameter from one style (S,) or a batch (N, S).

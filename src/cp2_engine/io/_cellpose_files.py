@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cp2_engine.io._images import _suffix, imread, imwrite
-from cp2_engine.util import atomic_write
+from cp2_engine.util import atomic_write, load_npy_restricted
 from cp2_engine.viz import flow_to_rgb, masks_outlines, scale_to_uint8
 
 logger = logging.getLogger(__name__)
@@ -258,8 +258,9 @@ def save_seg_npy(
 def load_seg_npy(path) -> dict:
     """Read a ``_seg.npy`` written by cp2 or the Cellpose GUI/CLI.
 
-    Security: ``_seg.npy`` files are Python pickles, and loading a pickle can run arbitrary
-    code. Only open files from sources you trust.
+    ``_seg.npy`` files are Python pickles; they are read with a restricted unpickler
+    (:func:`cp2_engine.util.load_npy_restricted`) that allows only containers, strings,
+    numbers and numpy arrays, so opening a file cannot run code.
 
     Parameters
     ----------
@@ -276,7 +277,9 @@ def load_seg_npy(path) -> dict:
     FileNotFoundError
         If the file is missing.
     ValueError
-        If the file does not hold a dict with a ``masks`` entry.
+        If the file does not hold a dict with a ``masks`` entry, or is unreadable.
+    cp2_engine.util.UnsafeFileError
+        (a ValueError) If the file asks to load anything else (it could run code).
 
     Examples
     --------
@@ -289,7 +292,7 @@ def load_seg_npy(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such _seg.npy file: {path}")
-    obj = np.load(path, allow_pickle=True)
+    obj = load_npy_restricted(path, what="_seg.npy file")
     dat = obj.item() if obj.dtype == object and obj.shape == () else None
     if not isinstance(dat, dict) or "masks" not in dat:
         raise ValueError(f"{path} is not a Cellpose _seg.npy (expected a dict with 'masks')")

@@ -58,7 +58,8 @@ def load_recipe_checkpoint(path: str | os.PathLike) -> dict:
     Raises
     ------
     ValueError
-        The file is not a cp2 recipe checkpoint.
+        The file is not a cp2 recipe checkpoint, is corrupt, or holds objects other than
+        tensors and plain Python values (it is loaded with ``weights_only=True``).
 
     Examples
     --------
@@ -66,7 +67,10 @@ def load_recipe_checkpoint(path: str | os.PathLike) -> dict:
     >>> ckpt["step"], len(ckpt["losses"])  # doctest: +SKIP
     (120, 120)
     """
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # weights_only: tensors and plain Python values only, so a checkpoint cannot run code
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types (pickle, zip, EOF, runtime) on bad files
+        raise ValueError(f"recipe checkpoint {path} is unreadable or unsafe: {err}") from err
     if not isinstance(ckpt, dict) or ckpt.get("format") != CKPT_FORMAT:
         raise ValueError(f"{path} is not a cp2 recipe training checkpoint ({CKPT_FORMAT})")
     return ckpt

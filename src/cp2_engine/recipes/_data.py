@@ -368,6 +368,26 @@ def _data_key(recipe: BundledRecipe) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _cache_dict(key: str, items: Sequence[Item]) -> dict:
+    """Items as tensors, strings and lists (loadable with ``weights_only=True``: no pickle)."""
+    fields = {name: [torch.from_numpy(np.ascontiguousarray(getattr(it, name))) for it in items]
+              for name in ("x", "labels", "flows")}  # fmt: skip
+    return {"key": key, "format": 2, "source": [it.source for it in items], **fields}
+
+
+def _read_cache(cache: Path, key: str) -> list | None:
+    """The cached items, or None when the cache is stale, old-format or unreadable."""
+    try:
+        stored = torch.load(cache, map_location="cpu", weights_only=True)
+    except Exception as err:  # an old pickled cache or a foreign file: rebuild it, never run it
+        logger.warning("ignoring data cache %s (%s); rebuilding it", cache, err)
+        return None
+    if not isinstance(stored, dict) or stored.get("key") != key or stored.get("format") != 2:
+        return None
+    rows = zip(stored["x"], stored["labels"], stored["flows"], stored["source"], strict=True)
+    return [Item(x.numpy(), lab.numpy(), fl.numpy(), str(src)) for x, lab, fl, src in rows]
+
+
 def prepare_data(recipe: BundledRecipe, data_root: Path, *, cache: Path | None = None) -> list:
     """All training :class:`Item`\\ s of a recipe, cached in ``cache`` when given.
 
@@ -381,14 +401,14 @@ def prepare_data(recipe: BundledRecipe, data_root: Path, *, cache: Path | None =
 
     key = _data_key(recipe)
     if cache is not None and cache.is_file():
-        stored = torch.load(cache, weights_only=False)
-        if isinstance(stored, dict) and stored.get("key") == key:
+        items = _read_cache(cache, key)
+        if items is not None:
             logger.info("loading prepared data from %s", cache)
-            return stored["items"]
+            return items
     t0 = time.perf_counter()
     items = [it for s in recipe.sources for it in _source_items(s, data_root, recipe.diam_mean)]
     if cache is not None:
-        atomic_write_file(cache, lambda fh: torch.save({"key": key, "items": items}, fh))
+        atomic_write_file(cache, lambda fh: torch.save(_cache_dict(key, items), fh))
     logger.info("prepared %d images in %.0f s", len(items), time.perf_counter() - t0)
     return items
 

@@ -60,11 +60,9 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def _read_seg_npy(path: Path) -> np.ndarray:
-    data = np.load(path, allow_pickle=True)
-    data = data.item() if data.dtype == object and data.ndim == 0 else data
-    if not isinstance(data, dict) or "masks" not in data:
-        raise ValueError(f"{path} is not a _seg.npy file: expected a dict with key 'masks'")
-    return np.asarray(data["masks"])
+    from cp2_engine.io import load_seg_npy  # restricted unpickler: a _seg.npy cannot run code
+
+    return np.asarray(load_seg_npy(path)["masks"])
 
 
 def _label_file(image_path: Path, mask_filter: str) -> Path | None:

@@ -1,4 +1,5 @@
-"""Small helpers shared by every layer: draining progress generators, atomic file writes."""
+"""Small helpers shared by every layer: draining progress generators, atomic file
+writes, restricted loading of pickled ``.npy`` files."""
 
 import lazy_loader as _lazy
 
@@ -7,5 +8,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "_atomic": ["atomic_write", "atomic_write_file", "give_default_permissions"],
         "_progress": ["drain"],
+        "_safe_npy": ["UnsafeFileError", "load_npy_restricted"],
     },
 )
