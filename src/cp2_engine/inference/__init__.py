@@ -10,6 +10,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "_classic": ["ClassicSegmenter"],
         "_config": ["SegmentConfig", "resolve_niter"],
+        "_diameter": ["DiameterEstimate", "refine_diameter"],
         "_model": ["Model", "Segmentation", "masks_from_flows"],
         "_protocol": ["SegmentProgress", "Segmenter", "iter_segment_many"],
         "_size_model": ["MIN_DIAMETER", "SizeModel", "fit_size_model"],

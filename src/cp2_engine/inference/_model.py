@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from cp2_engine.inference._config import SegmentConfig, resolve_niter
+from cp2_engine.inference._diameter import refine_diameter
 from cp2_engine.inference._protocol import SegmentProgress, iter_segment_many
+from cp2_engine.inference._segment3d import masks_from_stack_flows, segment_stack
 from cp2_engine.inference._tiling import run_tiled
 from cp2_engine.inference._transforms import convert_image, fit_channels, resize_image
 from cp2_engine.network import resolve_device, use_channels_last
@@ -86,8 +88,12 @@ class _Timer:
 
 
 def masks_from_flows(flows, cellprob, *, config: SegmentConfig, niter: int) -> np.ndarray:
-    """Masks from network flows and cell probability with the thresholds of ``config``."""
+    """Masks from network flows and cell probability with the thresholds of ``config``
+    (of a stack when ``cellprob`` is ``(Z, Y, X)``: 3-D dynamics or stitched planes)."""
     from cp2_engine.postprocess import compute_masks
+
+    if np.ndim(cellprob) == 3:
+        return masks_from_stack_flows(flows, cellprob, config=config, niter=niter)
 
     return compute_masks(
         flows,
@@ -286,12 +292,14 @@ class Model:
     def segment(
         self, image, *, diameter=None, channels=None, config=None, **overrides
     ) -> Segmentation:
-        """Segment one 2-D image.
+        """Segment one 2-D image, or a z-stack with ``do_3d=True`` / ``stitch_threshold > 0``.
 
         Parameters
         ----------
         image : array_like
-            ``(H, W)`` or ``(H, W, C)`` / ``(C, H, W)`` with ``C < 10``.
+            ``(H, W)`` or ``(H, W, C)`` / ``(C, H, W)`` with ``C < 10``. With ``do_3d`` or
+            ``stitch_threshold``: ``(Z, Y, X)`` or ``(Z, Y, X, C)`` (else ``z_axis=``,
+            ``channel_axis=``); masks, cellprob ``(Z, Y, X)``, flows ``(3 or 2, Z, Y, X)``.
         diameter : float, optional
             Cell diameter in pixels; None uses ``config.diameter``; if that is also None (or 0):
             the size model's estimate when the model has one, else ``diam_labels``.
@@ -328,6 +336,10 @@ class Model:
         """
         config = self._config(config, {**overrides, "diameter": diameter, "channels": channels})
         timer = _Timer()
+        if config.do_3d or config.stitch_threshold > 0:
+            with timer("total"):
+                fields = segment_stack(self, image, config, timer)
+            return Segmentation(**fields, timings=timer.times)
         with timer("total"):
             with timer("prepare"):
                 x = self._prepare(image, config)
@@ -381,22 +393,26 @@ class Model:
         d_style = float(self.size_model.diameter_from_style(style))
         if not np.isfinite(d_style) or d_style <= 0:
             d_style = self.diam_mean
-        rescale = self.diam_mean / d_style
-        y, _ = self._network(x, config, rescale)
-        masks = masks_from_flows(
-            y[:2], y[2], config=config, niter=resolve_niter(None, rescale=1.0, resample=False)
-        )
-        median, _ = diameters(masks)
-        diam = median / rescale if median > 0 else d_style
-        logger.info("diameter estimate: style %.1f px, refined %.1f px", d_style, diam)
-        return float(diam)
+        niter = resolve_niter(None, rescale=1.0, resample=False)
+
+        def measure(diameter: float) -> float:
+            rescale = self.diam_mean / diameter
+            y, _ = self._network(x, config, rescale)
+            masks = masks_from_flows(y[:2], y[2], config=config, niter=niter)
+            return diameters(masks)[0] / rescale
+
+        est = refine_diameter(measure, first=d_style, fallback=self._default_diameter())
+        logger.info("diameter estimate: style %.1f px, refined %.1f px", d_style, est.diameter)
+        return float(est.diameter)
 
     def estimate_diameter(self, image, *, channels=None, config=None, **overrides) -> float:
         """Estimate the cell diameter (pixels) with the two-step size-model procedure.
 
         1. style of the image (network at ``diam_mean / diam_labels``) -> size model -> ``d0``;
-        2. run the network at ``diam_mean / d0``, compute masks there and return the median
-           equivalent-circle diameter of those masks in original pixels (``d0`` if none).
+        2. segment at ``d0`` and measure the masks' median equivalent-circle diameter, and
+           repeat from that measure while it moves (at most 4 times); the same from the
+           model's training diameter. The estimate is the measure whose masks agree best
+           with the diameter they were segmented at (see ``_diameter.py``).
 
         Raises
         ------
