@@ -6,7 +6,12 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "_atomic": ["atomic_write", "atomic_write_file", "give_default_permissions"],
+        "_atomic": [
+            "DiskFullError",
+            "atomic_write",
+            "atomic_write_file",
+            "give_default_permissions",
+        ],
         "_progress": ["drain"],
         "_safe_npy": ["UnsafeFileError", "load_npy_restricted"],
     },
