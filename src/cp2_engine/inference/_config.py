@@ -85,6 +85,24 @@ class SegmentConfig:
     device : str
         Torch device used by the command line to load a model ("auto", "cpu", "cuda", "mps").
         ``Model.segment`` always runs on the device its model was loaded on.
+    do_3d : bool
+        Segment a z-stack in 3-D: the network runs on every YX, ZY and ZX plane, the three
+        predictions are combined into 3-D flows (dZ, dY, dX) and cell probability, then 3-D
+        dynamics and clustering (no flow-error check in 3-D). The image must be ``(Z, Y, X)`` or
+        a 4-D stack with channels (see ``z_axis`` / ``channel_axis``). The stack is normalised
+        as a whole. No size-model estimate: ``diameter`` or the model's default is used.
+    anisotropy : float or None
+        With ``do_3d``: z step divided by the xy pixel size (2.0 when planes are twice as far
+        apart as pixels); Z is resized by this factor for the network. None means 1.0.
+    stitch_threshold : float
+        If > 0 (and not ``do_3d``): segment every plane of a stack in 2-D and link masks of
+        consecutive planes whose IoU is at least this into one 3-D object (Cellpose's stitching;
+        ``min_size`` then counts voxels of the stitched objects).
+    flow3d_smooth : float
+        With ``do_3d``: standard deviation (voxels) of a Gaussian smoothing of the 3-D flows
+        before the dynamics; 0 disables.
+    z_axis : int or None
+        Axis of the planes in a stack; None means axis 0.
 
     Examples
     --------
@@ -111,6 +129,11 @@ class SegmentConfig:
     bf16: bool = False
     channels_last: bool | None = None
     device: str = "auto"
+    do_3d: bool = False
+    anisotropy: float | None = None
+    stitch_threshold: float = 0.0
+    flow3d_smooth: float = 0.0
+    z_axis: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", _check_channels(self.channels))
@@ -129,6 +152,28 @@ class SegmentConfig:
             )
         if not isinstance(self.device, str):
             raise TypeError(f"device must be a string such as 'auto', got {self.device!r}")
+        self._check_stack_options()
+
+    def _check_stack_options(self) -> None:
+        if not isinstance(self.do_3d, bool | np.bool_):
+            raise TypeError(f"do_3d must be True or False, got {self.do_3d!r}")
+        if self.anisotropy is not None and not (
+            isinstance(self.anisotropy, int | float) and 0 < self.anisotropy < math.inf
+        ):
+            raise ValueError(
+                f"anisotropy must be None or a positive number, got {self.anisotropy!r}"
+            )
+        if not 0.0 <= self.stitch_threshold <= 1.0:
+            raise ValueError(
+                "stitch_threshold must lie in [0, 1] (0 = no stitching), "
+                f"got {self.stitch_threshold!r}"
+            )
+        if self.do_3d and self.stitch_threshold > 0:
+            raise ValueError("use either do_3d=True or stitch_threshold > 0, not both")
+        if not 0.0 <= self.flow3d_smooth < math.inf:
+            raise ValueError(f"flow3d_smooth must be >= 0 (0 = off), got {self.flow3d_smooth!r}")
+        if self.z_axis is not None and not isinstance(self.z_axis, int):
+            raise TypeError(f"z_axis must be None or an int, got {self.z_axis!r}")
 
     def _check_numbers(self) -> None:
         if self.diameter is not None and (not math.isfinite(self.diameter) or self.diameter < 0):
