@@ -30,6 +30,12 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         ],
         "_loop": ["iter_train", "preload", "train"],
         "_losses": ["FlowLoss", "flow_loss"],
+        "_resumable": [
+            "discard_unfinished",
+            "finish_unfinished",
+            "iter_train_resumable",
+            "unfinished_path",
+        ],
         "_size": ["train_size_model"],
     },
 )

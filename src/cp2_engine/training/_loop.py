@@ -49,7 +49,7 @@ from cp2_engine.training._step import (
     _test_loss,
     _train_step,
 )
-from cp2_engine.util import drain
+from cp2_engine.util import atomic_write_file, drain
 
 logger = logging.getLogger(__name__)
 
@@ -120,12 +120,24 @@ def _start(loop: _Loop, start_epoch: int, *, resumed: bool) -> TrainStarted:
         loop.log_path = Path(str(loop.model_path) + "_log.jsonl")
         if not resumed and loop.log_path.exists():
             loop.log_path.unlink()
+        elif loop.log_path.exists():
+            _truncate_log(loop.log_path, start_epoch)
     config, data = loop.config, loop.data
     logger.info("training on %d images (%d skipped), epochs %d..%d, lr %.3g, device %s",
                 len(data.x), data.n_skipped, start_epoch, config.n_epochs - 1,
                 config.learning_rate, loop.device)  # fmt: skip
     return TrainStarted(len(data.x), data.n_skipped, config.n_epochs, start_epoch, loop.steps,
                         config.learning_rate, str(loop.device), loop.diam_labels)  # fmt: skip
+
+
+def _truncate_log(path: Path, start_epoch: int) -> None:
+    """Drop the log lines of epochs after the checkpoint (logged before a crash, run again)."""
+    import json
+
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    keep = [ln for ln in lines if ln.endswith("\n") and json.loads(ln)["epoch"] < start_epoch]
+    if len(keep) != len(lines):
+        atomic_write_file(path, lambda fh: fh.write("".join(keep).encode("utf-8")))
 
 
 def _steps(loop: _Loop, epoch: int, lr: float, rng) -> Generator[StepEvent, None, float]:
