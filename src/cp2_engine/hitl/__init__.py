@@ -21,6 +21,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "pretrain_synthetic",
             "synthetic_data",
         ],
+        "_lock": ["LOCK_NAME", "ProjectLockedError"],
         "_project": ["HitlProject", "ProjectStatus", "SCHEMA_VERSION"],
         "_rounds": ["RoundRecord"],
     },

@@ -16,6 +16,7 @@ Every file is written atomically (a temp file in the same folder, then :func:`os
 crash leaves either the old or the new file. The corrected labels are the project's ground truth:
 a corrected image counts as accepted when its ``_masks.tif`` exists, and :meth:`HitlProject.accept`
 refuses to replace it unless ``overwrite=True`` (then the old one is moved to ``backup/``).
+Writing operations hold ``project.lock``: a second process gets a clear error (see ``_lock.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from cp2_engine.hitl._accounting import RoiAccounting, account_rois, check_labels
+from cp2_engine.hitl._lock import WriterLockMixin, project_lock, writes
 from cp2_engine.hitl._project_files import (
     _check_names,
     _check_truth,
@@ -68,7 +70,7 @@ class ProjectStatus:
     n_drawn_total: int
 
 
-class HitlProject(RetrainMixin):
+class HitlProject(WriterLockMixin, RetrainMixin):
     """A human-in-the-loop project folder (see the module docstring for the layout).
 
     Create one with :meth:`create`, reopen it with :meth:`open`. The loop is
@@ -145,8 +147,6 @@ class HitlProject(RetrainMixin):
         ['image_000']
         """
         folder = Path(folder)
-        if (folder / "project.json").exists():
-            raise FileExistsError(f"{folder} already holds a project; use HitlProject.open")
         if isinstance(images, np.ndarray | str | os.PathLike):
             raise TypeError("images must be a list of images (paths or arrays), not one image")
         if len(images) == 0:
@@ -155,24 +155,29 @@ class HitlProject(RetrainMixin):
         names = list(names) if names is not None else _unique_names([n for _, n in loaded])
         _check_names(names, len(loaded))
         truths = _check_truth(ground_truth, [a for a, _ in loaded])
-        for sub in ("images", "predictions", "corrected", "models"):
-            (folder / sub).mkdir(parents=True, exist_ok=True)
-        for (arr, _), name in zip(loaded, names):
-            _write_tif(folder / "images" / f"{name}.tif", arr)
-        for truth, name in zip(truths, names):
-            if truth is not None:
-                _write_tif(folder / "truth" / f"{name}_masks.tif", _labels_dtype(truth))
-        meta = {
-            "schema_version": SCHEMA_VERSION,
-            "created": _now(),
-            "images": [{"name": n, "shape": list(a.shape)} for (a, _), n in zip(loaded, names)],
-            "initial_model": str(initial_model),
-            "train_config": _config_to_dict(train_config),
-            "diameter": diameter,
-            "current_model": str(initial_model),
-            "rounds": [],
-        }
-        _write_json(folder / "project.json", meta)
+        folder.mkdir(parents=True, exist_ok=True)
+        with project_lock(folder):
+            if (folder / "project.json").exists():
+                raise FileExistsError(f"{folder} already holds a project; use HitlProject.open")
+            for sub in ("images", "predictions", "corrected", "models"):
+                (folder / sub).mkdir(parents=True, exist_ok=True)
+            for (arr, _), name in zip(loaded, names):
+                _write_tif(folder / "images" / f"{name}.tif", arr)
+            for truth, name in zip(truths, names):
+                if truth is not None:
+                    _write_tif(folder / "truth" / f"{name}_masks.tif", _labels_dtype(truth))
+            shapes = [{"name": n, "shape": list(a.shape)} for (a, _), n in zip(loaded, names)]
+            meta = {
+                "schema_version": SCHEMA_VERSION,
+                "created": _now(),
+                "images": shapes,
+                "initial_model": str(initial_model),
+                "train_config": _config_to_dict(train_config),
+                "diameter": diameter,
+                "current_model": str(initial_model),
+                "rounds": [],
+            }
+            _write_json(folder / "project.json", meta)
         logger.info("created HITL project %s with %d images", folder, len(names))
         return cls(folder, meta, device=device)
 
@@ -272,13 +277,9 @@ class HitlProject(RetrainMixin):
             raise ValueError(f"unknown image name {name!r}; the project has {self.names}")
 
     def _path(self, kind: str, name: str) -> Path:
-        rel = {
-            "image": f"images/{name}.tif",
-            "truth": f"truth/{name}_masks.tif",
-            "pred": f"predictions/{name}_pred.tif",
-            "masks": f"corrected/{name}_masks.tif",
-            "prov": f"corrected/{name}_provenance.json",
-        }[kind]
+        rel = {"image": f"images/{name}.tif", "truth": f"truth/{name}_masks.tif",
+               "pred": f"predictions/{name}_pred.tif", "masks": f"corrected/{name}_masks.tif",
+               "prov": f"corrected/{name}_provenance.json"}[kind]  # fmt: skip
         return self.folder / rel
 
     def _spatial(self, name: str) -> tuple[int, int]:
@@ -360,16 +361,13 @@ class HitlProject(RetrainMixin):
         """
         accepted = self.accepted_names()
         drawn = sum(self.accounting(n).n_human for n in accepted)
-        return ProjectStatus(
-            n_images=len(self.names),
-            n_accepted=len(accepted),
-            n_rounds=len(self.rounds),
-            current_model=self.current_model,
-            next_image=self.next_image(),
-            n_drawn_total=drawn,
-        )
+        return ProjectStatus(n_images=len(self.names), n_accepted=len(accepted),
+                             n_rounds=len(self.rounds), current_model=self.current_model,
+                             next_image=self.next_image(), n_drawn_total=drawn)  # fmt: skip
 
     # ------------------------------------------------------------------ predict / accept
+    iter_retrain = writes(RetrainMixin.iter_retrain)  # the lock is held for the whole round
+
     def load_model(self, spec: str | None = None):
         """Load ``spec`` (default: the current model) as a ``Model``, cached."""
         spec = spec or self.current_model
@@ -398,6 +396,7 @@ class HitlProject(RetrainMixin):
         self.set_prediction(name, seg.masks, model=self.current_model)
         return seg
 
+    @writes
     def set_prediction(self, name: str, masks, *, model: str | None) -> None:
         """Store ``masks`` as the model's prediction of ``name`` (the base of its accounting).
 
@@ -429,6 +428,7 @@ class HitlProject(RetrainMixin):
             pred = np.zeros(labels.shape, np.uint16)
         return account_rois(pred, labels)
 
+    @writes
     def accept(
         self,
         name: str,
