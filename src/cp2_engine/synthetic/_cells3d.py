@@ -16,7 +16,7 @@ from cp2_engine.synthetic._cells import SyntheticImage, _cell_edges
 
 def _centres3d(shape_phys, diameter, n_cells, rng):
     spacing = 0.9 * diameter
-    axes = [np.arange(spacing / 2, s, spacing) for s in shape_phys]
+    axes = [np.arange(min(spacing, s) / 2, s, spacing) for s in shape_phys]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
     grid += rng.uniform(-0.2, 0.2, size=grid.shape) * spacing
     want = round(0.6 * len(grid)) if n_cells is None else min(int(n_cells), len(grid))
