@@ -106,12 +106,12 @@ def test_disconnected_label_parts_without_source_get_zero_flow():
 
 def test_mask_centres_and_niter():
     lab = np.zeros((10, 12), np.int32)
-    lab[1:4, 1:8] = 1  # h=3, w=7 -> niter 2 * (3 + 7 + 2) = 24
+    lab[1:4, 1:8] = 1  # h=3, w=7 -> niter 2 * (3 + 7 + 4) = 28
     lab[6:9, 9:11] = 2  # h=3, w=2: centroid (7, 9.5) is a tie -> first in raster order
     cy, cx, niter = mask_centres(lab, 2)
     assert cy.tolist() == [2, 7]
     assert cx.tolist() == [4, 9]
-    assert niter.tolist() == [24, 14]
+    assert niter.tolist() == [28, 18]
 
 
 def test_consecutive_labels_and_errors():

@@ -160,7 +160,7 @@ def _diffuse_masks(counts, box, sums, offsets, pix, out, dp, err, tol):  # pragm
                 best = d
                 cy = yy - y0
                 cx = xx - x0
-        heat = _heat_box(inside, cy, cx, 2 * (hk + wk + 2))
+        heat = _heat_box(inside, cy, cx, 2 * (hk + wk + 4))
         acc = 0.0
         for q in range(offsets[k], offsets[k + 1]):
             yy = pix[0, q]
@@ -223,14 +223,14 @@ def mask_centres(lab: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.nd
     cy, cx : ndarray of int64
         The mask pixel nearest to each centroid (first in raster order on ties), shape (n,).
     niter : ndarray of int64
-        ``2 * (h + w + 2)`` with the bounding-box extent h, w of each mask.
+        ``2 * (h + w + 4)`` with the bounding-box extent h, w of each mask (Cellpose 3's CPU count).
 
     Examples
     --------
     >>> lab = np.zeros((5, 5), int); lab[1:4, 1:4] = 1
     >>> cy, cx, niter = mask_centres(lab, 1)
     >>> int(cy[0]), int(cx[0]), int(niter[0])
-    (2, 2, 16)
+    (2, 2, 20)
     """
     flat = np.flatnonzero(lab)
     k = lab.ravel()[flat].astype(np.int64)
@@ -245,7 +245,7 @@ def mask_centres(lab: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.nd
     big = np.iinfo(np.int64).max
     ext_y = _extent(k, y, n, big)
     ext_x = _extent(k, x, n, big)
-    return y[first], x[first], 2 * (ext_y + ext_x + 2)
+    return y[first], x[first], 2 * (ext_y + ext_x + 4)
 
 
 def _extent(k, v, n, big):
