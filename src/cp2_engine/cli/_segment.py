@@ -42,6 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: beside)")
+    stacks = parser.add_argument_group("z-stacks (Z, Y, X) or (Z, Y, X, C)")
+    stacks.add_argument("--do-3d", action="store_true", help="3-D segmentation (YX, ZY, ZX)")
+    stacks.add_argument("--anisotropy", type=float, default=None, help="z step / pixel size")
+    stacks.add_argument(
+        "--stitch-threshold", type=float, default=0.0, help="segment planes, stitch by IoU"
+    )
+    stacks.add_argument("--flow3d-smooth", type=float, default=0.0, help="sigma of 3-D flows")
+    stacks.add_argument("--z-axis", type=int, default=None, help="axis of the planes (default 0)")
     parser.add_argument("--save-png", action="store_true", help="also write masks as 16-bit PNG")
     parser.add_argument("--save-rois", action="store_true", help="also write ImageJ ROIs (zip)")
     parser.add_argument("--no-npy", action="store_true", help="do not write <name>_seg.npy")
@@ -110,6 +118,9 @@ def _write_outputs(image, seg, outputs: dict[str, Path], model_name: str) -> Non
     from cp2_engine import io, viz
 
     io.save_masks(outputs["masks"], seg.masks, overwrite=True)
+    if seg.masks.ndim == 3:
+        logger.warning("z-stack: only the masks TIFF is written (_seg.npy, PNG, ROIs are 2-D)")
+        return
     if "npy" in outputs:
         io.save_seg_npy(
             outputs["npy"],
@@ -145,6 +156,11 @@ def _config(args: argparse.Namespace):
         augment=args.augment,
         batch_size=args.batch_size,
         device=args.device,
+        do_3d=args.do_3d,
+        anisotropy=args.anisotropy,
+        stitch_threshold=args.stitch_threshold,
+        flow3d_smooth=args.flow3d_smooth,
+        z_axis=args.z_axis,
     )
 
 
