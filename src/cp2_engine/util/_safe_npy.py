@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 import codecs
-import io
 import os
 import pickle
 from pathlib import Path
@@ -116,6 +115,9 @@ def load_npy_restricted(path: str | os.PathLike, *, what: str = ".npy file") -> 
     with open(path, "rb") as fh:
         try:
             dtype = _read_header(fh)
+        except Exception as err:  # numpy's header parser raises ValueError, SyntaxError, ...
+            raise ValueError(f"{path} is not a readable {what}: bad .npy header ({err})") from err
+        try:
             if not dtype.hasobject:
                 fh.seek(0)
                 return np.load(fh, allow_pickle=False)
@@ -125,9 +127,7 @@ def load_npy_restricted(path: str | os.PathLike, *, what: str = ".npy file") -> 
                 f"refused to open {what} {path}: it asks to load {err}, which a data file never "
                 "needs (it could run code); only open files from sources you trust"
             ) from None
-        except (OSError, ValueError, EOFError, TypeError, AttributeError, IndexError,
-                KeyError, MemoryError, RecursionError, pickle.UnpicklingError,
-                io.UnsupportedOperation) as err:  # fmt: skip
+        except Exception as err:  # a corrupt pickle raises many types (EOF, Overflow, Index...)
             raise ValueError(f"{path} is not a readable {what}: {err}") from err
     if not isinstance(arr, np.ndarray):
         raise ValueError(f"{path} is not a readable {what}: it holds {type(arr).__name__}")
