@@ -196,10 +196,15 @@ def test_style_matches_segment_style(rng):
 def test_zoo_prefix_is_dispatched_to_the_zoo_loader(tmp_path):
     import pytest
 
-    from cp2_engine.inference import Model
+    from cp2_engine.inference import Model, Segmenter
+    from cp2_engine.segmenters import load_segmenter
 
     with pytest.raises(FileNotFoundError, match="zoo"):
+        load_segmenter(f"zoo:{tmp_path / 'no_such_zoo'}")
+    # Model.load loads one network: a zoo key gets a clear error naming the factory
+    with pytest.raises(ValueError, match="load_segmenter"):
         Model.load(f"zoo:{tmp_path / 'no_such_zoo'}")
+    assert isinstance(load_segmenter("cp2_nuclei", device="cpu"), Segmenter)
 
 
 def test_channels_last_by_default_on_cpu_gives_the_nchw_results(rng):
