@@ -300,11 +300,11 @@ def unmatched_masks(masks_true, masks_pred, *, threshold: float = 0.5):
 
     Examples
     --------
-    >>> truth = np.array([[1, 1, 0, 2, 2]])
-    >>> pred = np.array([[1, 1, 0, 0, 3]])
+    >>> truth = np.array([[1, 1, 0, 2, 2, 2]])
+    >>> pred = np.array([[1, 1, 0, 0, 0, 3]])
     >>> fn, fp = unmatched_masks(truth, pred)
     >>> fn.tolist(), fp.tolist()
-    ([[0, 0, 0, 2, 2]], [[0, 0, 0, 0, 3]])
+    ([[0, 0, 0, 2, 2, 2]], [[0, 0, 0, 0, 0, 3]])
     """
     truth, pred = np.asarray(masks_true), np.asarray(masks_pred)
     pairs = np.asarray(match_masks(truth, pred, threshold=threshold).pairs).reshape(-1, 2)
