@@ -75,6 +75,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="output folder (default: the images folder)")
     parser.add_argument("--name", help="model file name (default cp2_<date>_<time>)")
     parser.add_argument("--resume", type=Path, help="continue from this .ckpt file")
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="train from epoch 0 even when --name has an interrupted checkpoint (by default the "
+        "same command continues it)",
+    )
     parser.add_argument("--recipe", type=Path, help="TOML recipe (see recipes/README.md)")
     parser.add_argument("--size-model", action="store_true", help="also fit a size model")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -158,6 +164,8 @@ class _TrainBar:
             total = (event.n_epochs - event.start_epoch) * event.steps_per_epoch
             self.bar = tqdm(total=total, unit="step", disable=self.disable, desc="training")
             print(f"training on {event.n_images} images; {event.n_skipped} skipped (too few ROIs)")
+            if event.start_epoch > 0:
+                print(f"resuming at epoch {event.start_epoch} of {event.n_epochs}")
         elif kind == "StepEvent":
             self.bar.update(1)
             self.bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", lr=f"{event.lr:.3g}")
@@ -165,6 +173,8 @@ class _TrainBar:
             self.bar.write(
                 f"epoch {event.epoch}: loss {event.loss:.4f}, test {event.test_loss:.4f}"
             )
+        elif kind == "CheckpointSaved":
+            self.bar.write(f"checkpoint saved after epoch {event.epoch}")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -181,7 +191,7 @@ class _TrainBar:
 
 _FOLDER_ONLY = ("images", "test", "pretrained", "mode", "epochs", "lr", "weight_decay",
                 "batch_size", "seed", "min_train_masks", "bsize", "save_every", "channels",
-                "name", "resume", "size_model", "bf16", "channels_last")  # fmt: skip
+                "name", "resume", "restart", "size_model", "bf16", "channels_last")  # fmt: skip
 _BUNDLED_ONLY = ("data", "workers", "steps", "time_budget", "init", "threads", "install",
                  "models_dir", "max_per_type")  # fmt: skip
 
@@ -204,6 +214,10 @@ class _RecipeBar(_TrainBar):
             desc = f"cycle {event.cycle}/{event.n_cycles}"
             self.bar = tqdm(total=event.steps, initial=event.start_step, unit="step",
                             disable=self.disable, desc=desc)  # fmt: skip
+            if event.start_step > 0:
+                print(f"{desc} resumes at step {event.start_step}")
+        elif kind == "CheckpointSaved":
+            self.bar.write(f"checkpoint saved after step {event.epoch}")
         elif kind == "StepEvent":
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{event.loss:.3f}", lr=f"{event.lr:.3g}")
@@ -249,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_folder(args: argparse.Namespace) -> int:
-    from cp2_engine.training import iter_train, load_folder, train_size_model
+    from cp2_engine.training import checkpoint_path, iter_train, load_folder, train_size_model
 
     recipe_cfg, opts = load_recipe(args.recipe) if args.recipe else ({}, {})
     config = _build_config(args, recipe_cfg)
@@ -265,9 +279,12 @@ def _run_folder(args: argparse.Namespace) -> int:
     name = _option(args, opts, "name", time.strftime("cp2_%Y%m%d_%H%M%S"))
     save_path = Path(str(args.resume).removesuffix(".ckpt")) if args.resume else out / name
     save_path.parent.mkdir(parents=True, exist_ok=True)
+    resume = args.resume
+    if resume is None and not args.restart and checkpoint_path(save_path).is_file():
+        resume = checkpoint_path(save_path)  # the same command after a crash: continue
     gen = iter_train(
         pretrained, data.images, data.labels, config=config, save_path=save_path,
-        resume_from=args.resume, test_images=test.images if test else None,
+        resume_from=resume, test_images=test.images if test else None,
         test_labels=test.labels if test else None,
     )  # fmt: skip
     result = _TrainBar(args.no_progress).follow(gen)

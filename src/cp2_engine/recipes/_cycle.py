@@ -123,6 +123,7 @@ def _train_cycle(spec: _CycleSpec, recipe: BundledRecipe, items, probs, opts: _O
     yield CycleStarted(spec.cycle, spec.n_cycles, start, None if opts.time_budget and not
                        state.total_steps else steps, str(opts.device),
                        state.init["file"] if state.init else None)  # fmt: skip
+    _trim_log(spec.folder / "train_log.jsonl", start)
     batches = _batches(items, probs, recipe, start, opts.workers)
     state.net.train()
     saved = start
@@ -159,6 +160,18 @@ def _train_cycle(spec: _CycleSpec, recipe: BundledRecipe, items, probs, opts: _O
     yield CycleFinished(spec.cycle, state.step, mean50, state.seconds, export, False)
     return CycleResult(spec.cycle, state.step, tuple(state.losses), state.seconds, export,
                        state.hardware, state.init)  # fmt: skip
+
+
+def _trim_log(path: Path, start: int) -> None:
+    """Drop the log lines of steps after the checkpoint (logged before a crash, run again)."""
+    from cp2_engine.util import atomic_write_file
+
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    keep = [ln for ln in lines if ln.endswith("\n") and json.loads(ln)["step"] < start]
+    if len(keep) != len(lines):
+        atomic_write_file(path, lambda fh: fh.write("".join(keep).encode("utf-8")))
 
 
 def _finished_cycle(folder: Path, recipe: BundledRecipe, cycle: int) -> CycleResult:

@@ -200,20 +200,40 @@ def _wrap_training(gen, message: str, cluster):
 
 
 def _train_one(net, images, labels, *, rel, cluster, plan, cfg):
-    """Train ``net`` on the given data and save it to ``plan.out / rel``; yields events."""
-    from cp2_engine.network import save_model
-    from cp2_engine.training import TrainConfig, iter_train
+    """Train ``net`` on the given data and save it to ``plan.out / rel``; yields events.
+
+    It trains in ``models/.unfinished/`` with checkpoints, so a build killed mid-model resumes
+    that model where it stopped; the model appears under ``rel`` only when it is finished.
+    """
+    from cp2_engine.training import (
+        TrainConfig,
+        discard_unfinished,
+        finish_unfinished,
+        iter_train_resumable,
+    )
 
     options = {"n_epochs": cfg["epochs"], "seed": cfg["seed"], "channels": tuple(cfg["channels"])}
     if cfg["from_scratch"]:
         options["learning_rate"] = SCRATCH_LR
     config = TrainConfig(**{**options, **cfg["train_overrides"]})
-    gen = iter_train(net, list(images), list(labels), config=config)
+    gen = iter_train_resumable(
+        net, list(images), list(labels), config=config, save_path=plan.out / rel
+    )
     result = yield from _wrap_training(gen, f"training {rel}", cluster)
     trained = _result_net(result)
-    save_model(trained, plan.out / rel, metadata={"zoo_cluster": cluster, "n_images": len(images)})
+    meta = {"zoo_cluster": cluster, "n_images": len(images)}
+    finish_unfinished(plan.out / rel, trained, metadata=meta)
+    discard_unfinished(plan.out / rel)
     yield BuildEvent("model_saved", f"saved {rel}", cluster)
     return trained
+
+
+def _finished(plan: _Plan, rel: str) -> bool:
+    """Whether ``rel`` is complete: its file exists and no interrupted training is pending."""
+    from cp2_engine.training import checkpoint_path, unfinished_path
+
+    path = plan.out / rel
+    return path.is_file() and not checkpoint_path(unfinished_path(path)).is_file()
 
 
 def _result_net(result):
@@ -245,7 +265,7 @@ def _specialists(plan, base_net, images, labels, clusters, cfg):
     for c in np.unique(clusters).tolist():
         rel = f"models/cluster{c}.pth"
         members = plan.keep[clusters == c]
-        if (plan.out / rel).is_file():
+        if _finished(plan, rel):
             yield BuildEvent("skip", f"{rel} already trained", c)
         else:
             net = _initial_net(base_net, from_scratch=cfg["from_scratch"], seed=cfg["seed"] + c)
@@ -263,7 +283,7 @@ def _specialists(plan, base_net, images, labels, clusters, cfg):
 
 
 def _generalist(plan, base_net, images, labels, clusters, cfg):
-    if (plan.out / GENERALIST).is_file():
+    if _finished(plan, GENERALIST):
         yield BuildEvent("skip", f"{GENERALIST} already trained")
         return
     picks = plan.keep[balanced_indices(clusters, seed=cfg["seed"])]
