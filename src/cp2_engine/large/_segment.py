@@ -28,6 +28,7 @@ The driver never holds the image or the label array; workers hold one crop at a 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -129,6 +130,17 @@ def _resumable(parts_dir, fingerprint) -> bool:
     return resumable
 
 
+def _run_dir(parts_dir, fingerprint) -> Path:
+    """The folder of one run's part arrays, named by its settings.
+
+    A block task still running when its run was cancelled writes into its own run's folder:
+    after a restart with other settings that folder is gone, so the stale result can never
+    be taken for a block of the new run.
+    """
+    digest = hashlib.sha1(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+    return Path(parts_dir) / f"run-{digest[:12]}"
+
+
 def _prepare_parts(parts_dir, grid, fingerprint):
     """Create (or reuse, if they belong to the same run settings) one part array per block."""
     import zarr
@@ -146,8 +158,10 @@ def _prepare_parts(parts_dir, grid, fingerprint):
         tmp = meta.with_suffix(".tmp")
         tmp.write_text(json.dumps(fingerprint))
         os.replace(tmp, meta)
+    run_dir = _run_dir(parts_dir, fingerprint)
+    run_dir.mkdir(exist_ok=True)
     for index in grid.indices():
-        path = _part_path(parts_dir, index)
+        path = _part_path(run_dir, index)
         if not Path(path).exists():
             crop = grid.crop(*index)
             shape = tuple(s.stop - s.start for s in crop)
@@ -232,8 +246,9 @@ def iter_segment_large(
     out = Path(out)
     parts_dir = out.with_name(out.name + PARTS_SUFFIX)
     settings = run_config(config, diameter=diameter, channels=channels)
-    job = _Job(arr, source, grid, model, settings, config is not None, parts_dir, out)
     fingerprint = _fingerprint(source, arr, grid, model, settings)
+    run_dir = _run_dir(parts_dir, fingerprint)
+    job = _Job(arr, source, grid, model, settings, config is not None, run_dir, out)
     if not _resumable(parts_dir, fingerprint):
         _prepare_output(out, grid.shape, grid.blocksize, overwrite)
     _prepare_parts(parts_dir, grid, fingerprint)
