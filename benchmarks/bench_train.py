@@ -82,7 +82,7 @@ _CP2_WORKER = textwrap.dedent(
     """
     import contextlib, json, sys, time
     import numpy as np, torch
-    from cp2_engine.network._weights import build_net_from_state, load_state_dict
+    from cp2_engine.network import build_net_from_state, load_state_dict
     folder, steps, threads, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     variant = sys.argv[5]
     torch.set_num_threads(threads)

@@ -1,6 +1,6 @@
 """Evaluate a bundled model on its validation split and print AP per source and image type.
 
-A thin command line over :mod:`cp2_engine.recipes._install` (``evaluate``, ``summarise``,
+A thin command line over the recipes package (``evaluate``, ``summarise``,
 ``format_table``). AP is the Cellpose "average precision" ``TP / (TP + FP + FN)``, averaged over
 images. ``--diameter gt`` gives the model each image's annotated median diameter; ``auto`` lets
 its size model estimate it (what a user gets with diameter=None).

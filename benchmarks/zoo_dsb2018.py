@@ -5,7 +5,7 @@ Styles of the DSB2018 train split from ``cp2_nuclei`` -> kNN graph (50 neighbour
 ``cp2_nuclei`` -> a generalist fine-tuned the same way on images sampled equally across
 clusters -> both evaluated on the validation split (AP at IoU 0.5-0.95, true diameters given).
 
-The build is resumable (``cp2_engine.zoo._build``), so the clusters can be computed on one
+The build is resumable (``cp2_engine.zoo.iter_build_zoo``), so the clusters can be computed on one
 machine and the models trained on another (a GPU) by running the same command twice::
 
     python benchmarks/zoo_dsb2018.py --data DATA/dsb2018 --out ZOO --stop-after-clusters
