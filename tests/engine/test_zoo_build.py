@@ -126,6 +126,27 @@ def test_zoo_model_routes_to_the_right_specialist(built):
 
 
 @pytest.mark.slow
+def test_a_zoo_is_a_full_segmenter(built):
+    """Every Segmenter method works on a zoo, each through the specialist the image routes to."""
+    from cp2_engine.inference import Segmenter
+    from cp2_engine.segmenters import load_segmenter
+
+    out = built[5]
+    model = load_segmenter(f"zoo:{out}", device="cpu")
+    assert isinstance(model, Segmenter)
+    img = touching_cells((96, 96), diameter=24, seed=99, style="brightfield").image
+    seg = model.segment(img, diameter=24)
+    again = model.recompute_masks(seg, cellprob_threshold=50.0)
+    assert again.route == seg.route and again.masks.max() == 0
+    assert model.style(img).shape == (256,)
+    steps = list(model.segment_many([img, img], diameter=24))
+    assert [s.index for s in steps] == [1, 2]
+    assert steps[0].segmentation.route.cluster == seg.route.cluster
+    with pytest.raises(ValueError, match="size model"):  # these specialists have none
+        model.estimate_diameter(img)
+
+
+@pytest.mark.slow
 def test_missing_model_file_gives_a_clear_error(built, tmp_path):
     import shutil
 
