@@ -23,6 +23,7 @@ __all__ = [
     "open_project",
     "retrain_job",
     "segment_job",
+    "suggest_job",
 ]
 
 logger = logging.getLogger(__name__)
@@ -171,6 +172,16 @@ def retrain_job(project, config) -> Generator:
     """Fine-tune the project's initial model on all accepted images; returns the RoundRecord."""
     record = yield from project.iter_retrain(config=config, evaluate=False)
     return record
+
+
+def suggest_job(project) -> Generator:
+    """Rank the project's unaccepted images by the current model's uncertainty (read-only).
+
+    Yields ``RankProgress`` events; returns the ranking (a list of ``ImageScore``, most
+    uncertain first; empty when every image is accepted).
+    """
+    ranking = yield from project.iter_rank_next()
+    return ranking
 
 
 def evaluate_job(truth: np.ndarray, pred: np.ndarray, *, thresholds) -> Generator:

@@ -40,6 +40,7 @@ LABELS: dict[str, str] = {
     "weight_decay": "weight decay",
     "model_name": "new model name",
     "retrain": "Retrain",
+    "suggest_next": "Suggest next image",
     "truth": "ground truth",
     "truth_folder": "or ground-truth folder",
     "thresholds": "IoU thresholds",
@@ -73,6 +74,9 @@ TOOLTIPS: dict[str, str] = {
     "accept": "Hand the corrected labels to the human-in-the-loop project (saved on disk).",
     "project": "Folder of the human-in-the-loop project (created if empty).",
     "retrain": "Fine-tune the initial model on all accepted images in a background thread.",
+    "suggest_next": "Rank the images not accepted yet by how unsure the current model is of "
+    "them (flow error of its masks, cell probability near the threshold, disagreement under "
+    "a flip, style distance to the accepted images) and select the most uncertain one.",
     "thresholds": "Comma-separated IoU thresholds for the AP table.",
     "truth_folder": "Folder with <image name>_masks.tif or _seg.npy ground truth.",
 }
@@ -104,6 +108,8 @@ MESSAGES: dict[str, str] = {
     "no_project": "cp2: open or create a project in the 'Train' widget first.",
     "accepted": "cp2: accepted '{name}': {n} ROIs ({human} drawn or edited by you).",
     "no_accepted": "cp2: accept at least one image before retraining.",
+    "all_accepted": "cp2: every image of the project is accepted.",
+    "suggested": "cp2: annotate '{name}' next ({reason}).",
     "project_opened": "cp2: project '{path}' with {n} accepted image(s).",
     "trained": "cp2: trained model '{model}' (final loss {loss:.3f}).",
     "shape_mismatch": "cp2: '{a}' has shape {sa} but '{b}' has shape {sb}.",

@@ -82,7 +82,10 @@ class TrainWidget(Container):
         self._ws = workspace if workspace is not None else workspace_for(napari_viewer)
         self._threaded = threaded
         self.task: jobs.Task | None = None
+        self.suggest_task: jobs.Task | None = None
         self.last_record = None
+        #: The last "suggest next image" ranking (``ImageScore`` list, most uncertain first).
+        self.last_ranking: list = []
         self._last_loss = float("nan")
         #: Extra TrainConfig fields (e.g. a small ``bsize`` for quick tests).
         self.extra_config: dict = {}
@@ -98,15 +101,19 @@ class TrainWidget(Container):
         self._lr = _w(FloatSpinBox(value=DEFAULT_LR, min=1e-5, max=10.0, step=0.01), "lr")
         self._wd = _w(FloatSpinBox(value=DEFAULT_WD, min=0.0, max=1.0, step=1e-5), "weight_decay")
         self._accepted = Label(value="no project")
+        self._suggest = _w(PushButton(text=LABELS["suggest_next"]), "suggest_next")
+        self._suggestion = Label(value="")
         self._retrain = _w(PushButton(text=LABELS["retrain"]), "retrain")
         self._cancel = _w(PushButton(text=LABELS["cancel"]), "cancel")
         self._progress = ProgressBar(value=0, min=0, max=DEFAULT_EPOCHS, label="epochs")
         self._status = Label(value="")
         self.extend(
             [self._folder, self._open, self._initial, self._epochs, self._lr, self._wd,
-             self._accepted, self._retrain, self._cancel, self._progress, self._status]
+             self._accepted, self._suggest, self._suggestion, self._retrain, self._cancel,
+             self._progress, self._status]
         )  # fmt: skip
         self._open.changed.connect(lambda: self.open_project(self._folder.value))
+        self._suggest.changed.connect(lambda: self.suggest_next())
         self._retrain.changed.connect(lambda: self.retrain())
         self._cancel.changed.connect(lambda: self.cancel())
 
@@ -174,6 +181,61 @@ class TrainWidget(Container):
             lines.append(f"{name}: {acc.n_corrected} ROIs ({acc.n_human} by you)")
         head = f"{len(lines)}/{len(project.names)} accepted · model {project.current_model}"
         self._accepted.value = "\n".join([head, *lines])
+
+    # --------------------------------------------------------------------- next image
+    def suggest_next(self) -> jobs.Task | None:
+        """Rank the unaccepted images in the background (the engine's active strategy); then
+        show the most uncertain one with its reason and select its layer."""
+        project = self._ws.project
+        if project is None:
+            show_error(message("no_project"))
+            return None
+        if self.suggest_task is not None and self.suggest_task.running:
+            show_warning(message("busy", job="suggestion"))
+            return None
+        self._suggestion.value = "ranking the images…"
+        self.suggest_task = jobs.Task(
+            jobs.suggest_job(project),
+            name="suggestion",
+            on_yield=self._on_rank_progress,
+            on_done=self._on_suggested,
+            on_error=self._on_suggest_error,
+            on_cancel=self._on_suggest_cancelled,
+            threaded=self._threaded,
+        )
+        self._ws.tasks.append(self.suggest_task)
+        return self.suggest_task.start()
+
+    def _on_rank_progress(self, event) -> None:
+        if getattr(event, "name", ""):
+            self._suggestion.value = f"scoring {event.name} ({event.done + 1}/{event.total})…"
+
+    def _suggest_done(self) -> None:
+        if self.suggest_task in self._ws.tasks:
+            self._ws.tasks.remove(self.suggest_task)
+
+    def _on_suggested(self, ranking) -> None:
+        self._suggest_done()
+        self.last_ranking = list(ranking)
+        if not ranking:
+            self._suggestion.value = "every image is accepted"
+            show_info(message("all_accepted"))
+            return
+        best = ranking[0]
+        reason = "\n  ".join(best.reason.split("; "))
+        self._suggestion.value = f"next: {best.name} (uncertainty {best.score:.2f})\n  {reason}"
+        if best.name in self._viewer.layers:
+            self._viewer.layers.selection.active = self._viewer.layers[best.name]
+        show_info(message("suggested", name=best.name, reason=best.reason))
+
+    def _on_suggest_error(self, err: BaseException) -> None:
+        self._suggest_done()
+        self._suggestion.value = "suggestion failed"
+        show_error(message("job_failed", job="suggesting the next image", error=err))
+
+    def _on_suggest_cancelled(self) -> None:
+        self._suggest_done()
+        self._suggestion.value = ""
 
     # --------------------------------------------------------------------- training
     def config(self):

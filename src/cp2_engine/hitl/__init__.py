@@ -8,6 +8,14 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "_accounting": ["ACCEPT_IOU", "RoiAccounting", "RoiRecord", "STATUSES", "account_rois"],
+        "_active": [
+            "ImageScore",
+            "RankProgress",
+            "SIGNALS",
+            "STRATEGIES",
+            "iter_rank_images",
+            "rank_images",
+        ],
         "_annotator": ["Correction", "SimulatedAnnotator"],
         "_experiment_results": ["EXPERIMENTS", "write_results"],
         "_experiments": [

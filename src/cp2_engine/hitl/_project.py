@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from cp2_engine.hitl._accounting import RoiAccounting, account_rois, check_labels
+from cp2_engine.hitl._active import ActiveMixin
 from cp2_engine.hitl._lock import WriterLockMixin, project_lock, writes
 from cp2_engine.hitl._project_files import (
     _check_names,
@@ -70,12 +71,13 @@ class ProjectStatus:
     n_drawn_total: int
 
 
-class HitlProject(WriterLockMixin, RetrainMixin):
+class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin):
     """A human-in-the-loop project folder (see the module docstring for the layout).
 
     Create one with :meth:`create`, reopen it with :meth:`open`. The loop is
     ``name = project.next_image()`` → ``project.predict(name)`` → the human corrects →
     ``project.accept(name, labels)`` → ``project.retrain()`` → next image.
+    ``next_image("active")`` picks the image the model is least sure of (``_active.py``).
 
     Examples
     --------
@@ -326,19 +328,6 @@ class HitlProject(WriterLockMixin, RetrainMixin):
             return RoiAccounting.from_dict(json.loads(path.read_text())["accounting"])
         logger.warning("provenance of %s missing; recomputing it from the prediction", name)
         return self._account(name, self.corrected(name))
-
-    def next_image(self) -> str | None:
-        """The first image not accepted yet, or None when all are.
-
-        Examples
-        --------
-        >>> import tempfile, numpy as np
-        >>> p = HitlProject.create(Path(tempfile.mkdtemp()), images=[np.ones((8, 8))],
-        ...                        initial_model="scratch")
-        >>> p.next_image()
-        'image_000'
-        """
-        return next((n for n in self.names if not self.is_accepted(n)), None)
 
     def history(self) -> list[RoundRecord]:
         """The retraining rounds so far, oldest first."""
