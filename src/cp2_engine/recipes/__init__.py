@@ -16,7 +16,14 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "DataPrepared",
             "RecipeResult",
         ],
-        "_install": ["InstallResult", "Installed", "evaluate", "format_table", "summarise"],
+        "_install": [
+            "InstallResult",
+            "Installed",
+            "diameter_errors",
+            "evaluate",
+            "format_table",
+            "summarise",
+        ],
         "_training": ["TIME_PROBE_STEPS", "iter_train_recipe", "train_recipe"],
     },
 )

@@ -101,9 +101,13 @@ def validation_images(
 
 def evaluate(
     model, recipe: BundledRecipe, *, data_root: str | os.PathLike | None = None,
-    diameter: str = "gt", max_per_type: int | None = None,
+    diameter: str = "gt", max_per_type: int | None = None, size_model_guess: bool = False,
 ) -> list[dict]:  # fmt: skip
     """Segment every validation image; one record per image with its AP at ``THRESHOLDS``.
+
+    Each record holds ``source``, ``type``, ``id``, ``ap`` (one value per threshold),
+    ``n_true``, ``n_pred``, ``diameter`` (the one segmented at: the estimate with ``auto``),
+    ``annotated_diameter`` (the image's median mask diameter) and ``seconds``.
 
     Parameters
     ----------
@@ -116,6 +120,9 @@ def evaluate(
         estimate it (what ``diameter=None`` gives a user).
     max_per_type : int, optional
         At most this many images per image type.
+    size_model_guess : bool
+        Also record ``size_model_diameter``, the size model's first guess alone (one more
+        network pass per image, outside ``seconds``), to compare with the refined estimate.
 
     Examples
     --------
@@ -139,8 +146,11 @@ def evaluate(
             "source": v.source, "type": v.kind, "id": v.name,
             "ap": [float(a) for a in ap.ap[0]], "n_true": int(v.labels.max()),
             "n_pred": int(seg.masks.max()), "diameter": float(seg.diameter),
-            "seconds": time.perf_counter() - t0,
+            "annotated_diameter": v.diameter, "seconds": time.perf_counter() - t0,
         })  # fmt: skip
+        if size_model_guess and model.size_model is not None:
+            style = model.style(v.image, channels=v.channels)
+            records[-1]["size_model_diameter"] = float(model.size_model.diameter_from_style(style))
         logger.info("%s %s AP@0.5 %.3f", v.source, v.name[:16], ap.ap[0, 0])
     return records
 
@@ -166,6 +176,29 @@ def summarise(records: Sequence[dict]) -> dict:
             f"ap{round(100 * t)}": round(float(m), 4) for t, m in zip(THRESHOLDS, mean)
         }
     return out
+
+
+def diameter_errors(records: Sequence[dict], key: str = "diameter") -> dict:
+    """Median ``|log(estimated / annotated)|`` per source, per (source, type) and over all.
+
+    ``key`` names the estimate in each record (``diameter``, or ``size_model_diameter`` for
+    the size model's first guess); records without it are skipped.
+
+    Examples
+    --------
+    >>> recs = [{"source": "s", "type": "t", "diameter": 20.0, "annotated_diameter": 10.0},
+    ...         {"source": "s", "type": "t", "diameter": 10.0, "annotated_diameter": 10.0}]
+    >>> round(diameter_errors(recs)["s/t"], 3)  # median of log 2 and 0
+    0.347
+    """
+    groups: dict[str, list] = {"all": []}
+    for r in records:
+        if r.get(key) is None or not r.get("annotated_diameter"):
+            continue
+        err = abs(float(np.log(r[key] / r["annotated_diameter"])))
+        for group in (r["source"], f"{r['source']}/{r['type']}", "all"):
+            groups.setdefault(group, []).append(err)
+    return {g: round(float(np.median(e)), 4) for g, e in groups.items() if e}
 
 
 def format_table(summary: dict) -> str:
