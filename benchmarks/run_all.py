@@ -28,7 +28,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def _run(script: Path, full: bool) -> tuple[int, float, list[str]]:
+def _run(script: Path, full: bool) -> tuple[int, float, list[str], list[str]]:
+    """Run one benchmark; return its exit code, wall time, RESULT lines and last output block."""
     cmd = [sys.executable, str(script)] + ([] if full else ["--quick"])
     print(f"\n=== {script.name} {' '.join(cmd[2:])}", flush=True)
     t0 = time.perf_counter()
@@ -39,7 +40,18 @@ def _run(script: Path, full: bool) -> tuple[int, float, list[str]]:
         lines.append(line.rstrip())
     code = proc.wait()
     results = [ln for ln in lines if ln.startswith("RESULT")] or [ln for ln in lines if ln][-1:]
-    return code, time.perf_counter() - t0, results
+    return code, time.perf_counter() - t0, results, _last_block(lines)
+
+
+def _last_block(lines: list[str], limit: int = 12) -> list[str]:
+    """The last paragraph of a benchmark's output (its summary table, in most benchmarks)."""
+    body = [ln for ln in lines if not ln.startswith("RESULT")]
+    while body and not body[-1].strip():
+        body.pop()
+    start = len(body)
+    while start > 0 and body[start - 1].strip():
+        start -= 1
+    return body[start:][-limit:]
 
 
 def _machine() -> dict[str, str]:
@@ -122,6 +134,21 @@ def _load_average() -> str:
         return "unknown"
 
 
+def _busy_note(load: str, cores: str) -> list[str]:
+    """A warning paragraph when the load average exceeded the core count during the run."""
+    import re
+
+    values = [float(v) for v in re.findall(r"\d+(?:\.\d+)?", load)]
+    if not values or not cores.isdigit() or max(values) <= int(cores):
+        return []
+    return [
+        f"**The machine was busy** (load average up to {max(values):.1f} on {cores} cores): other",
+        "jobs shared the cores, so absolute times are inflated and even same-run ratios can be",
+        "off by a large factor. Rerun on an idle machine before quoting these figures.",
+        "",
+    ]
+
+
 def write_report(
     out: Path, summary, command: str, started: str, machine: dict, load: str = "unknown"
 ) -> None:
@@ -145,19 +172,24 @@ def write_report(
         f"- git commit: {_git_commit()}",
         f"- command: `{command}`",
         "",
+        *_busy_note(load, machine["cores"]),
         "| benchmark | status | wall time | results |",
         "|---|---|---|---|",
     ]
-    for name, code, seconds, results in summary:
+    for name, code, seconds, results, _tail in summary:
         status = "ok" if code == 0 else f"FAILED ({code})"
         text = "<br>".join(_cell(r.removeprefix("RESULT").strip()) for r in results) or "–"
         lines.append(f"| `{name}` | {status} | {seconds:.1f} s | {text} |")
     lines += [
         "",
         "The results column holds each benchmark's `RESULT` lines (or its last line of output).",
-        "The full output of every benchmark is printed by `run_all.py` as it runs.",
-        "",
+        "The last block of each benchmark's output follows; `run_all.py` prints all of it as it",
+        "runs.",
     ]
+    for name, _code, _seconds, _results, tail in summary:
+        if tail:
+            lines += ["", f"### {name}", "", "```", *tail, "```"]
+    lines.append("")
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
@@ -197,7 +229,7 @@ def main(argv=None) -> int:
     summary = [(s.name, *_run(s, args.full)) for s in scripts]
     load = f"{load_before} at the start, {_load_average()} at the end"
     print("\n=== summary")
-    for name, code, seconds, results in summary:
+    for name, code, seconds, results, _tail in summary:
         status = "ok" if code == 0 else f"FAILED ({code})"
         print(f"{name:<28} {status:<12} {seconds:7.1f} s")
         for line in results:
@@ -205,7 +237,7 @@ def main(argv=None) -> int:
     shown = ["python", "benchmarks/run_all.py", *(argv if argv is not None else sys.argv[1:])]
     write_report(args.out, summary, shlex.join(shown), started, _machine(), load)
     print(f"wrote {args.out}")
-    return 0 if all(code == 0 for _, code, _, _ in summary) else 1
+    return 0 if all(item[1] == 0 for item in summary) else 1
 
 
 if __name__ == "__main__":
