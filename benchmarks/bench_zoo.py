@@ -39,7 +39,10 @@ def main() -> None:
     parser.add_argument("--n-styles", type=int, default=10_000)
     parser.add_argument("--n-route", type=int, default=1_000)
     parser.add_argument("--n-forward", type=int, default=64)
+    parser.add_argument("--quick", action="store_true", help="2,000 styles, 200 routed, 16 nets")
     args = parser.parse_args()
+    if args.quick:
+        args.n_styles, args.n_route, args.n_forward = 2_000, 200, 16
     styles, truth = planted(args.n_styles)
     graph, t_knn = timed(lambda: knn_graph(styles, n_neighbors=100))
     labels, t_leiden = timed(lambda: leiden_partition(graph, resolution=0.45, seed=0))
