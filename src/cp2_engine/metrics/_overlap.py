@@ -98,31 +98,20 @@ def _bincount(flat, top):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _contacts(flat_t, flat_p, lut_t, lut_p, n_t, n_p):  # pragma: no cover - compiled
-    """Sparse contact table: (row, col, count) for every touching pair of masks."""
-    table = np.zeros((n_t, n_p), dtype=np.int32)
-    cap = n_t + n_p + 16
-    rows = np.empty(cap, dtype=np.intp)
-    cols = np.empty(cap, dtype=np.intp)
-    k = 0
+def _contact_table(flat_t, flat_p, lut_t, lut_p, n_t, n_p):  # pragma: no cover - compiled
+    """Dense (n_t + 1, n_p + 1) pixel counts of every (true, predicted) label pair; row and
+    column 0 are the background, so the loop has no branch."""
+    table = np.zeros((n_t + 1, n_p + 1), dtype=np.int32)
     for i in range(flat_t.size):
-        a = lut_t[flat_t[i]] - 1
-        b = lut_p[flat_p[i]] - 1
-        if a < 0 or b < 0:
-            continue
-        if table[a, b] == 0:
-            if k == cap:
-                cap *= 2
-                rows = np.concatenate((rows, np.empty(cap - k, dtype=np.intp)))
-                cols = np.concatenate((cols, np.empty(cap - k, dtype=np.intp)))
-            rows[k] = a
-            cols[k] = b
-            k += 1
-        table[a, b] += 1
-    inter = np.empty(k, dtype=np.int64)
-    for j in range(k):
-        inter[j] = table[rows[j], cols[j]]
-    return rows[:k].copy(), cols[:k].copy(), inter
+        table[lut_t[flat_t[i]], lut_p[flat_p[i]]] += 1
+    return table
+
+
+def _contacts(flat_t, flat_p, lut_t, lut_p, n_t, n_p):
+    """Sparse contact table: (row, col, count) for every touching pair of masks."""
+    table = _contact_table(flat_t, flat_p, lut_t, lut_p, n_t, n_p)[1:, 1:]
+    rows, cols = np.nonzero(table)
+    return rows.astype(np.intp), cols.astype(np.intp), table[rows, cols].astype(np.int64)
 
 
 def _renumber(arr: np.ndarray) -> _Labels:
