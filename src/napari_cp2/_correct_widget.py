@@ -114,6 +114,17 @@ class CorrectWidget(Container):
         self.refresh_counts()
 
     def _on_click(self, layer, event) -> None:
+        if getattr(event, "view_direction", None) is not None and len(event.dims_displayed) == 3:
+            # 3-D view: the first ROI along the ray under the cursor
+            value = layer.get_value(
+                event.position,
+                view_direction=event.view_direction,
+                dims_displayed=list(event.dims_displayed),
+                world=True,
+            )
+            if value:
+                self.delete(int(value))
+            return
         self.delete_at(event.position, world=True)
 
     # ------------------------------------------------------------------ editing core
@@ -173,12 +184,24 @@ class CorrectWidget(Container):
         if shapes is None or len(shapes.data) == 0:
             show_error(message("no_shapes"))
             return []
-        masks = shapes.to_masks(mask_shape=np.asarray(layer.data).shape)
+        masks = self._shape_masks(layer, shapes)
         result = self._edit(add_rois, masks)
         if result is None:
             return []
         shapes.data = []
         return result[1]
+
+    def _shape_masks(self, layer, shapes) -> np.ndarray:
+        """Masks of the shapes, ``(N, *labels.shape)``; 2-D shapes on z-stack labels go on the
+        plane the viewer shows."""
+        shape = np.asarray(layer.data).shape
+        if shapes.ndim >= len(shape) or len(shape) != 3:
+            return shapes.to_masks(mask_shape=shape)
+        flat = shapes.to_masks(mask_shape=shape[-2:])
+        z = round(float(layer.world_to_data(self._viewer.dims.point)[0]))
+        masks = np.zeros((len(flat), *shape), bool)
+        masks[:, min(max(z, 0), shape[0] - 1)] = flat
+        return masks
 
     def undo(self) -> bool:
         """Undo the last edit made with this widget."""

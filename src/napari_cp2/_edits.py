@@ -45,6 +45,8 @@ def delete_roi(labels: np.ndarray, label: int) -> np.ndarray:
 def merge_rois(labels: np.ndarray, keep: int, other: int) -> np.ndarray:
     """Merge ROI ``other`` into ROI ``keep``, closing the background gap between them.
 
+    Works on 2-D and 3-D (z-stack) labels alike.
+
     Examples
     --------
     >>> labels = np.zeros((3, 5), int)
@@ -59,7 +61,8 @@ def merge_rois(labels: np.ndarray, keep: int, other: int) -> np.ndarray:
     out = labels.copy()
     out[out == other] = keep
     union = out == keep
-    closed = ndi.binary_closing(union, structure=np.ones((3, 3), bool), border_value=0)
+    structure = np.ones((3,) * union.ndim, bool)  # 3x3, or 3x3x3 for z-stack labels
+    closed = ndi.binary_closing(union, structure=structure, border_value=0)
     out[closed & (out == 0)] = keep
     return out
 
@@ -82,7 +85,7 @@ def relabel_roi(labels: np.ndarray, label: int) -> tuple[np.ndarray, int]:
 
 
 def add_rois(labels: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, list[int]]:
-    """Add each boolean mask of ``masks`` (N, H, W) as a new ROI on background pixels only.
+    """Add each boolean mask of ``masks`` (N, *labels.shape) as a new ROI on background pixels.
 
     Existing ROIs are never overwritten (a new ROI is cropped by them, as in Cellpose's GUI).
     Masks that end up empty are skipped.

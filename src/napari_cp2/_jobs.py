@@ -110,7 +110,7 @@ def segment_job(cache: dict, key: str, eimg, *, diameter: float, **settings) -> 
     """
     yield f"loading model {key}"
     model = get_model(cache, key)
-    yield "segmenting"
+    yield f"segmenting a z-stack of {eimg.image.shape[0]} planes" if eimg.stack else "segmenting"
     seg = model.segment(
         eimg.image,
         diameter=diameter or None,

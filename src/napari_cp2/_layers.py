@@ -35,16 +35,20 @@ class EngineImage:
     Attributes
     ----------
     image : ndarray
-        ``(H, W)`` or ``(H, W, C)`` (channels last).
+        ``(H, W)`` or ``(H, W, C)`` (channels last); a z-stack is ``(Z, Y, X)`` or
+        ``(Z, Y, X, C)``.
     channels : tuple of int
         Cellpose ``(chan, chan2)``.
     channel_axis : int or None
-        2 for a multichannel image, None for a grayscale one.
+        The last axis for a multichannel image, None for a grayscale one.
+    stack : bool
+        Whether ``image`` is a z-stack (planes on axis 0).
     """
 
     image: np.ndarray
     channels: tuple[int, int]
     channel_axis: int | None
+    stack: bool = False
 
 
 def layer_names(image_name: str) -> dict[str, str]:
@@ -68,19 +72,42 @@ def _to_channels_last(data: np.ndarray, *, rgb: bool, channel_axis: int | None, 
     raise ValueError(message("bad_ndim", name=name, shape=tuple(data.shape)))
 
 
-def _check_channel(img: np.ndarray, chan: int, name: str) -> None:
-    nchan = 1 if img.ndim == 2 else img.shape[-1]
+def _stack_to_zyxc(data: np.ndarray, *, rgb: bool, channel_axis, z_axis, name: str):
+    """A z-stack layer's data as ``(Z, Y, X)`` or ``(Z, Y, X, C)``."""
+    if rgb and data.ndim == 4:
+        data = data[..., :3] if data.shape[-1] == 4 else data
+        return np.moveaxis(data, z_axis, 0) if z_axis else data
+    if not rgb and data.ndim == 3 and channel_axis is None:
+        return np.moveaxis(data, z_axis, 0) if z_axis else data
+    if rgb or data.ndim != 4 or channel_axis is None or not -4 <= channel_axis < 4:
+        raise ValueError(message("bad_stack", name=name, shape=tuple(data.shape)))
+    c = channel_axis % 4
+    spatial = [a for a in range(4) if a != c]
+    z = spatial[0] if z_axis is None or z_axis % 4 == c else z_axis % 4
+    rest = [a for a in spatial if a != z]
+    return np.transpose(data, (z, *rest, c))
+
+
+def _check_channel(img: np.ndarray, chan: int, name: str, stack: bool = False) -> None:
+    nchan = 1 if img.ndim == 2 + stack else img.shape[-1]
     if chan > nchan or chan < 0:
         raise ValueError(message("bad_channel", chan=chan, name=name, nchan=nchan))
     if chan == 0:
         return
-    plane = img if img.ndim == 2 else img[..., chan - 1]
+    plane = img if img.ndim == 2 + stack else img[..., chan - 1]
     if float(np.ptp(plane)) == 0.0:
         raise ValueError(message("empty_channel", chan=chan, name=name))
 
 
 def prepare_image(
-    data, *, name: str, rgb: bool = False, channel_axis: int | None = None, channels=(0, 0)
+    data,
+    *,
+    name: str,
+    rgb: bool = False,
+    channel_axis: int | None = None,
+    channels=(0, 0),
+    stack: bool = False,
+    z_axis: int | None = None,
 ) -> EngineImage:
     """Check a layer's data and return it as the engine expects it.
 
@@ -96,6 +123,11 @@ def prepare_image(
         Channel axis of a 3-D non-RGB layer (None: the layer must be 2-D).
     channels : (int, int)
         Cellpose ``(chan, chan2)``: 0 = gray (mean), 1.. = channel number; chan2 0 = none.
+    stack : bool
+        Treat the layer as a z-stack: ``(Z, Y, X)``, RGB ``(Z, Y, X, 3|4)``, or 4-D with
+        ``channel_axis``. The result is ``(Z, Y, X)`` or ``(Z, Y, X, C)``.
+    z_axis : int, optional
+        Axis of the planes in ``data`` (None: the first axis that is not the channel axis).
 
     Returns
     -------
@@ -104,30 +136,40 @@ def prepare_image(
     Raises
     ------
     ValueError
-        For a 3-D/4-D layer without channel axis, a channel that does not exist, or an empty
-        (constant) channel.
+        For a 3-D/4-D layer without channel axis (without ``stack``), a stack of the wrong
+        shape, a channel that does not exist, or an empty (constant) channel.
 
     Examples
     --------
     >>> prepare_image(np.stack([np.ones((8, 8)), np.eye(8)]), name="x",
     ...               channel_axis=0, channels=(2, 0)).image.shape
     (8, 8, 2)
+    >>> prepare_image(np.zeros((8, 2, 16, 16)), name="zcyx", channel_axis=1,
+    ...               stack=True).image.shape
+    (8, 16, 16, 2)
     """
     arr = np.asarray(data)
-    img = _to_channels_last(arr, rgb=rgb, channel_axis=channel_axis, name=name)
+    if stack:
+        img = _stack_to_zyxc(arr, rgb=rgb, channel_axis=channel_axis, z_axis=z_axis, name=name)
+    else:
+        img = _to_channels_last(arr, rgb=rgb, channel_axis=channel_axis, name=name)
     chan, chan2 = (int(c) for c in channels)
-    _check_channel(img, chan, name)
+    _check_channel(img, chan, name, stack)
     if chan2:
-        _check_channel(img, chan2, name)
-    if img.ndim == 2 and (chan, chan2) != (0, 0):
+        _check_channel(img, chan2, name, stack)
+    gray = img.ndim == 2 + stack
+    if gray and (chan, chan2) != (0, 0):
         chan, chan2 = 0, 0
-    return EngineImage(img, (chan, chan2), 2 if img.ndim == 3 else None)
+    return EngineImage(img, (chan, chan2), None if gray else img.ndim - 1, stack)
 
 
 def segmentation_layers(
     seg, *, image_name: str, scale=None, translate=None
 ) -> list[tuple[np.ndarray, dict, str]]:
     """Layer data tuples (masks, hidden flows, hidden cellprob) of one segmentation.
+
+    For a z-stack the masks and cellprob are ``(Z, Y, X)`` and the flows layer is an RGB stack
+    ``(Z, Y, X, 3)``: each plane's (dY, dX) flows coloured as in 2-D (dZ is not shown).
 
     Parameters
     ----------
@@ -136,7 +178,8 @@ def segmentation_layers(
     image_name : str
         Name of the segmented image layer; the outputs are named after it.
     scale, translate : sequence of float, optional
-        Spatial scale/translate of the image layer (last two axes are used).
+        Spatial scale/translate of the image layer (the last two axes are used, the last three
+        for a z-stack).
 
     Examples
     --------
@@ -147,17 +190,22 @@ def segmentation_layers(
     [(4, 4), (4, 4, 3), (4, 4)]
     """
     names = layer_names(image_name)
+    masks = np.asarray(seg.masks)
     common = {}
     if scale is not None:
-        common["scale"] = tuple(scale)[-2:]
+        common["scale"] = tuple(scale)[-masks.ndim :]
     if translate is not None:
-        common["translate"] = tuple(translate)[-2:]
+        common["translate"] = tuple(translate)[-masks.ndim :]
     meta = {"cp2_image": image_name, "cp2_diameter": float(seg.diameter)}
-    masks = np.asarray(seg.masks)
+    flows = np.asarray(seg.flows)
+    if masks.ndim == 3:  # a z-stack: (dY, dX) of each plane, coloured per plane
+        rgb = np.stack([flow_to_rgb(flows[-2:, z]) for z in range(masks.shape[0])])
+    else:
+        rgb = flow_to_rgb(flows)
     return [
         (masks, {"name": names["masks"], "metadata": dict(meta), **common}, "labels"),
         (
-            flow_to_rgb(seg.flows),
+            rgb,
             {"name": names["flows"], "visible": False, "rgb": True, **common},
             "image",
         ),

@@ -2,7 +2,8 @@
 
 Nothing is downloaded. In an editable install (or a source checkout) the images come from
 ``<repo>/sample_data``; a built wheel has no such folder, and the samples are then generated with
-:func:`cp2_engine.synthetic.touching_cells` (seeded, so always the same image).
+:func:`cp2_engine.synthetic.touching_cells` (seeded, so always the same image). The z-stack sample
+is always generated, with :func:`cp2_engine.synthetic.touching_cells_3d`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ __all__ = [
     "sample_phase",
     "sample_synthetic",
     "sample_tissue_rgb",
+    "sample_zstack",
 ]
 
 logger = logging.getLogger(__name__)
@@ -33,6 +35,11 @@ SAMPLES = {
     "phase": ("usiigaci_phase_3t3", {"seed": 11, "style": "phase", "diameter": 24}),
     "tissue_rgb": ("dsb2018_tissue_rgb", {"seed": 5, "style": "brightfield", "diameter": 24}),
 }
+
+
+#: The z-stack sample: name, and settings of ``touching_cells_3d`` (seeded; ~90 cells).
+ZSTACK = ("synthetic_zstack", {"shape": (24, 128, 128), "diameter": 20.0, "anisotropy": 2.0,
+                               "seed": 18})  # fmt: skip
 
 
 def sample_data_dir() -> Path | None:
@@ -58,8 +65,10 @@ def load_sample(key: str) -> list[tuple[np.ndarray, dict, str]]:
     >>> [kind for _, _, kind in load_sample("synthetic")]
     ['image', 'labels']
     """
+    if key == "zstack":
+        return _zstack()
     if key not in SAMPLES:
-        raise ValueError(f"unknown sample {key!r}; expected one of {sorted(SAMPLES)}")
+        raise ValueError(f"unknown sample {key!r}; expected one of {sorted([*SAMPLES, 'zstack'])}")
     stem, fallback = SAMPLES[key]
     folder = sample_data_dir()
     image_path = folder / f"{stem}.tif" if folder is not None else None
@@ -81,6 +90,17 @@ def load_sample(key: str) -> list[tuple[np.ndarray, dict, str]]:
     return out
 
 
+def _zstack() -> list[tuple[np.ndarray, dict, str]]:
+    from cp2_engine.synthetic import touching_cells_3d
+
+    name, settings = ZSTACK
+    synth = touching_cells_3d(**settings)
+    scale = (settings["anisotropy"], 1.0, 1.0)  # planes are further apart than pixels
+    meta = {"name": name, "scale": scale, "metadata": {"cp2_diameter": settings["diameter"]}}
+    truth = {"name": name + TRUTH_SUFFIX, "visible": False, "scale": scale}
+    return [(synth.image, meta, "image"), (synth.labels, truth, "labels")]
+
+
 def sample_synthetic():
     """Synthetic fluorescent cells (cp2 generator, seed 7)."""
     return load_sample("synthetic")
@@ -99,3 +119,8 @@ def sample_phase():
 def sample_tissue_rgb():
     """DSB2018 stained tissue, RGB (CC0)."""
     return load_sample("tissue_rgb")
+
+
+def sample_zstack():
+    """Synthetic z-stack of touching cells (cp2 3-D generator, 24 x 128 x 128, anisotropy 2)."""
+    return load_sample("zstack")

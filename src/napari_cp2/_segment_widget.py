@@ -23,7 +23,13 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from napari.viewer import Viewer
 
 from . import _jobs as jobs
-from ._layers import diameter_from_shapes, layer_names, prepare_image, segmentation_layers
+from ._layers import (
+    EngineImage,
+    diameter_from_shapes,
+    layer_names,
+    prepare_image,
+    segmentation_layers,
+)
 from ._tooltips import LABELS, message
 from ._tooltips import labelled as _w
 from ._workspace import CachedSegmentation, Cp2Workspace, workspace_for
@@ -74,6 +80,9 @@ class SegmentWidget(Container):
         self._chan = _w(ComboBox(choices=_CHAN, value=0), "chan")
         self._chan2 = _w(ComboBox(choices=_CHAN2, value=0), "chan2")
         self._channel_axis = _w(SpinBox(value=-1, min=-1, max=3), "channel_axis")
+        self._do_3d = _w(CheckBox(value=False, text=LABELS["do_3d"]), "do_3d")
+        self._anisotropy = _w(FloatSpinBox(value=1.0, min=0.05, max=100.0, step=0.1), "anisotropy")
+        self._stitch = _w(FloatSlider(value=0.0, min=0.0, max=1.0, step=0.05), "stitch_threshold")
         self._diameter = _w(FloatSpinBox(value=0.0, min=0.0, max=2000.0, step=1.0), "diameter")
         self._estimate = _w(PushButton(text=LABELS["estimate"]), "estimate")
         self._shapes = _w(
@@ -91,9 +100,9 @@ class SegmentWidget(Container):
         self._status = Label(value="")
         self.extend(
             [self._image, self._model, self._model_file, self._chan, self._chan2,
-             self._channel_axis, self._diameter, self._estimate, self._shapes, self._from_shapes,
-             self._flow, self._cellprob, self._augment, self._run, self._cancel, self._progress,
-             self._status]
+             self._channel_axis, self._do_3d, self._anisotropy, self._stitch, self._diameter,
+             self._estimate, self._shapes, self._from_shapes, self._flow, self._cellprob,
+             self._augment, self._run, self._cancel, self._progress, self._status]
         )  # fmt: skip
         self._image.changed.connect(self._on_image_changed)
         self._run.changed.connect(lambda: self.run())
@@ -116,15 +125,33 @@ class SegmentWidget(Container):
         return [*choices, (FILE_CHOICE, FILE_CHOICE)]
 
     # ------------------------------------------------------------------------ helpers
+    def _axis_labels(self, layer) -> list[str]:
+        return [str(n).lower() for n in list(self._viewer.dims.axis_labels)[-layer.ndim :]]
+
     def _on_image_changed(self, layer) -> None:
         if layer is None:
             return
         axis = -1
-        if not layer.rgb and layer.ndim == 3:
-            labels = list(self._viewer.dims.axis_labels)[-3:]
+        if not layer.rgb and layer.ndim in (3, 4):
+            labels = self._axis_labels(layer)
             small = [i for i, n in enumerate(layer.data.shape) if n <= 4]
             axis = labels.index("c") if "c" in labels else (small[0] if small else -1)
         self._channel_axis.value = axis
+        scale = [float(s) for s in layer.scale]
+        spatial = [s for i, s in enumerate(scale) if i != axis]
+        if len(spatial) >= 3 and spatial[-1] > 0 and spatial[-3] != spatial[-1]:
+            self._anisotropy.value = round(spatial[-3] / spatial[-1], 3)
+
+    def _z_axis(self, layer) -> int | None:
+        labels = self._axis_labels(layer)
+        return labels.index("z") if "z" in labels else None
+
+    def _stack_settings(self) -> dict:
+        """Engine options of the 3-D mode: true 3-D when the stitch threshold is 0."""
+        stitch = float(self._stitch.value)
+        if stitch > 0:
+            return {"stitch_threshold": stitch}
+        return {"do_3d": True, "anisotropy": float(self._anisotropy.value)}
 
     def add_zoo(self, folder) -> str | None:
         """Offer the model zoo in ``folder`` as "auto (zoo: name)"; returns its key or None."""
@@ -161,6 +188,8 @@ class SegmentWidget(Container):
             rgb=bool(layer.rgb),
             channel_axis=None if axis < 0 else axis,
             channels=(self._chan.value, self._chan2.value),
+            stack=bool(self._do_3d.value),
+            z_axis=self._z_axis(layer) if self._do_3d.value else None,
         )
 
     def _inputs(self, layer):
@@ -243,6 +272,7 @@ class SegmentWidget(Container):
             flow_threshold=self._flow.value,
             cellprob_threshold=self._cellprob.value,
             augment=self._augment.value,
+            **(self._stack_settings() if eimg.stack else {}),
         )
         return self._start(gen, name="segmentation", on_done=partial(self._on_segmented, layer))
 
@@ -270,8 +300,13 @@ class SegmentWidget(Container):
 
     def _show_layers(self, layer, seg) -> str:
         """Add or update the output layers; never overwrite a labels layer with manual edits."""
+        axis = self._channel_axis.value
+        keep = [i for i in range(layer.ndim) if layer.rgb or i != axis]
         tuples = segmentation_layers(
-            seg, image_name=layer.name, scale=layer.scale, translate=layer.translate
+            seg,
+            image_name=layer.name,
+            scale=[layer.scale[i] for i in keep],
+            translate=[layer.translate[i] for i in keep],
         )
         masks_name = tuples[0][1]["name"]
         out = masks_name
@@ -344,6 +379,9 @@ class SegmentWidget(Container):
         if inputs is None:
             return None
         _, eimg, key = inputs
+        if eimg.stack:  # the size model is 2-D: estimate on the middle plane
+            mid = eimg.image[eimg.image.shape[0] // 2]
+            eimg = EngineImage(mid, eimg.channels, None if mid.ndim == 2 else 2)
         gen = jobs.estimate_job(self._ws.models, key, eimg)
         return self._start(gen, name="diameter estimate", on_done=self._set_diameter)
 

@@ -12,6 +12,9 @@ LABELS: dict[str, str] = {
     "chan": "channel to segment",
     "chan2": "nucleus channel",
     "channel_axis": "channel axis",
+    "do_3d": "3-D (z-stack)",
+    "anisotropy": "anisotropy (z step / xy px)",
+    "stitch_threshold": "stitch threshold (0 = true 3-D)",
     "diameter": "diameter (px, 0 = auto)",
     "estimate": "estimate diameter",
     "shapes": "diameter shapes",
@@ -55,6 +58,13 @@ TOOLTIPS: dict[str, str] = {
     "chan": "0 = grayscale (mean of all channels); 1, 2, 3 … = red, green, blue, … channel.",
     "chan2": "Optional nucleus channel (0 = none).",
     "channel_axis": "Axis of a non-RGB layer that holds channels (-1 = none / RGB layer).",
+    "do_3d": "Segment the layer as a z-stack: a (Z, Y, X) layer, or a 4-D layer with a channel "
+    "axis. The z axis is the layer's axis labelled 'z', else its first non-channel axis.",
+    "anisotropy": "Distance between planes divided by the xy pixel size (2 when planes are twice "
+    "as far apart as pixels); taken from the layer's scale when it has one. 3-D mode only.",
+    "stitch_threshold": "0: true 3-D (the network runs on YX, ZY and ZX planes, 3-D flows). "
+    "Above 0: each plane is segmented in 2-D and masks of consecutive planes whose IoU is at "
+    "least this are joined into one cell.",
     "diameter": "Typical cell diameter in pixels; 0 lets the size model estimate it.",
     "estimate": "Estimate the diameter with the model's size model.",
     "from_shapes": "Mean extent of the rectangles or ellipses drawn in the shapes layer.",
@@ -88,7 +98,10 @@ MESSAGES: dict[str, str] = {
     "empty_labels": "cp2: the labels layer '{name}' has no ROI; nothing to {action}.",
     "bad_ndim": "cp2: layer '{name}' has shape {shape}; cp2 segments 2-D images (H, W), RGB(A) "
     "images (H, W, 3|4) or 3-D layers with a channel axis. Pick a 2-D plane or set the "
-    "channel axis.",
+    "channel axis, or tick '3-D (z-stack)' to segment a z-stack.",
+    "bad_stack": "cp2: layer '{name}' has shape {shape}; '3-D (z-stack)' segments (Z, Y, X) "
+    "layers, RGB z-stacks (Z, Y, X, 3|4) or 4-D layers with a channel axis (set the channel "
+    "axis).",
     "bad_channel": "cp2: channel {chan} does not exist in layer '{name}', which has "
     "{nchan} channel(s).",
     "empty_channel": "cp2: channel {chan} of layer '{name}' is empty (constant); check the "

@@ -106,7 +106,7 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="does not match"):
         account_rois(pred, pred[:10])
     with pytest.raises(ValueError, match="2-D"):
-        account_rois(pred[None], pred[None])
+        account_rois(pred[None, None], pred[None, None])
     with pytest.raises(TypeError, match="integer"):
         account_rois(pred, pred + 0.5)
     with pytest.raises(ValueError, match="accept_iou"):
@@ -122,3 +122,15 @@ def test_random_labels_invariants():
     acc = account_rois(pred, corr)
     assert acc.n_accepted + acc.n_edited + acc.n_drawn == len(np.unique(corr[corr > 0]))
     assert acc.n_accepted + acc.n_edited + acc.n_deleted == len(np.unique(pred[pred > 0]))
+
+
+def test_zstack_rois_are_3d_objects():
+    pred = np.zeros((4, 12, 12), np.uint16)
+    pred[0:3, 1:5, 1:5] = 1
+    pred[1:4, 6:11, 6:11] = 2
+    corr = pred.copy()
+    corr[corr == 2] = 0
+    corr[3, 0:3, 0:3] = 7
+    acc = account_rois(pred, corr)
+    assert (acc.n_accepted, acc.n_edited, acc.n_drawn, acc.n_deleted) == (1, 0, 1, 1)
+    assert acc.rois[0].area == 3 * 4 * 4  # voxels

@@ -67,7 +67,7 @@ def test_every_sample_opens_from_file_open_sample(make_napari_viewer, key):
     image, truth = layers
     assert isinstance(image, Image) and isinstance(truth, Labels)
     assert truth.name == f"{image.name}_truth" and not truth.visible
-    spatial = image.data.shape[:2]
+    spatial = image.data.shape[:-1] if image.rgb else image.data.shape  # 2-D, or the z-stack
     assert truth.data.shape == spatial and truth.data.max() >= 5
     assert [layer.name for layer in viewer.layers] == [image.name, truth.name]
 

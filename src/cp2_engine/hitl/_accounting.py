@@ -146,7 +146,8 @@ class RoiAccounting:
 
 
 def check_labels(labels: np.ndarray, *, name: str = "labels") -> np.ndarray:
-    """Return ``labels`` as a 2-D integer array, or raise a clear error.
+    """Return ``labels`` as a 2-D ``(H, W)`` or 3-D ``(Z, Y, X)`` integer array, or raise a
+    clear error (ROIs of a z-stack are 3-D objects; areas count voxels).
 
     Examples
     --------
@@ -154,8 +155,10 @@ def check_labels(labels: np.ndarray, *, name: str = "labels") -> np.ndarray:
     (2, 3)
     """
     arr = np.asarray(labels)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D (H, W) label image, got shape {arr.shape}")
+    if arr.ndim not in (2, 3):
+        raise ValueError(
+            f"{name} must be a 2-D (H, W) or z-stack (Z, Y, X) label image, got shape {arr.shape}"
+        )
     if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
         if not (np.issubdtype(arr.dtype, np.floating) and np.all(np.mod(arr, 1) == 0)):
             raise TypeError(f"{name} must hold integer labels, got dtype {arr.dtype}")
@@ -224,9 +227,9 @@ def account_rois(
 
     Parameters
     ----------
-    pred_labels : ndarray of int, shape (H, W)
+    pred_labels : ndarray of int, shape (H, W) or (Z, Y, X)
         The labels the model predicted (0 = background).
-    corrected_labels : ndarray of int, shape (H, W)
+    corrected_labels : ndarray of int, shape (H, W) or (Z, Y, X)
         The labels after the human's correction.
     accept_iou : float, optional
         IoU at or above which a matched ROI counts as accepted (default 0.95).
