@@ -8,6 +8,7 @@ the cp2 version, the creation time and the sha256 of the weights file.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -231,7 +232,10 @@ def save_model(
 ) -> None:
     """Save ``net``'s weights to ``path`` (Cellpose-loadable) plus a ``<path>.json`` sidecar.
 
-    Both files are written atomically (temp file in the same folder, then ``os.replace``).
+    Both files are written atomically (temp file in the same folder, then ``os.replace``). The
+    new sidecar is written first under a temporary name (``.<name>.json.pending``) and moved onto
+    ``<path>.json`` after the weights, so a crash between the two is repaired by the next
+    :func:`read_metadata` (the pending sidecar is used only if its sha256 is the weights file's).
 
     Parameters
     ----------
@@ -258,14 +262,58 @@ def save_model(
     state = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
     record = _sidecar_record(net, "", metadata)
     try:
-        text = json.dumps(record, indent=2)
+        json.dumps(record)
     except TypeError as err:
         raise TypeError(f"metadata must be JSON-serialisable: {err}") from err
-    atomic_write_file(path, lambda fh: torch.save(state, fh))
-    record["sha256"] = sha256_file(path)
-    text = json.dumps(record, indent=2)
-    atomic_write_file(_sidecar(path), lambda fh: fh.write(text.encode("utf-8")))
+    pending = _pending(path)
+
+    def write_weights(fh) -> None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        data = buf.getvalue()
+        record["sha256"] = hashlib.sha256(data).hexdigest()
+        text = json.dumps(record, indent=2).encode("utf-8")
+        atomic_write_file(pending, lambda f: f.write(text))
+        fh.write(data)
+
+    try:
+        atomic_write_file(path, write_weights)
+    except BaseException:
+        pending.unlink(missing_ok=True)
+        raise
+    _move_sidecar(pending, _sidecar(path))
     logger.info("saved model %s (sha256 %s)", path, record["sha256"][:12])
+
+
+def _pending(path: Path) -> Path:
+    """The sidecar of a save in progress: complete, written before the weights are replaced."""
+    return path.with_name(f".{path.name}.json.pending")
+
+
+def _move_sidecar(pending: Path, sidecar: Path) -> None:
+    try:
+        os.replace(pending, sidecar)
+    except FileNotFoundError:  # a reader already moved it (read_metadata's repair)
+        if not sidecar.is_file():
+            raise
+
+
+def _repair_sidecar(path: Path) -> None:
+    """Finish a save killed between the weights and the sidecar (see :func:`save_model`).
+
+    A pending sidecar whose sha256 is the weights file's belongs to these weights: it replaces
+    the stale (or missing) sidecar. One that does not match is from a save killed before the
+    weights were replaced: the sidecar in place is still right and the pending one is ignored.
+    """
+    pending = _pending(path)
+    try:
+        record = json.loads(pending.read_text(encoding="utf-8"))
+        if not path.is_file() or record.get("sha256") != sha256_file(path):
+            return
+        _move_sidecar(pending, _sidecar(path))
+        logger.warning("%s: finished an interrupted save (its sidecar was stale)", path)
+    except (OSError, ValueError, AttributeError) as err:
+        logger.debug("pending sidecar of %s not used: %s", path, err)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -277,7 +325,10 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
     >>> read_metadata(pathlib.Path(tempfile.mkdtemp()) / "cyto2torch_0") is None
     True
     """
-    sidecar = _sidecar(Path(path))
+    path = Path(path)
+    if _pending(path).is_file():
+        _repair_sidecar(path)
+    sidecar = _sidecar(path)
     if not sidecar.is_file():
         return None
     try:

@@ -6,12 +6,10 @@ training is cancelled or fails.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import torch
 from cp2_engine.training._config import TrainConfig
 from cp2_engine.training._events import CheckpointSaved
 from cp2_engine.training._prepare import _Data
-from cp2_engine.util import give_default_permissions
+from cp2_engine.util import atomic_write_file
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +28,9 @@ CKPT_VERSION = 1
 
 
 def _atomic_save(obj, path: Path, writer) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            writer(obj, fh)
-        give_default_permissions(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """``writer(obj, fh)`` through :func:`cp2_engine.util.atomic_write_file` (temp file, fsync,
+    ``os.replace``; a full disk raises :class:`~cp2_engine.util.DiskFullError` naming ``path``)."""
+    atomic_write_file(path, lambda fh: writer(obj, fh))
 
 
 def checkpoint_path(model_path: str | os.PathLike) -> Path:
