@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS = Path(__file__).resolve().parent / "kill_jobs.py"
-TIMEOUT = 120
+TIMEOUT = 300
 
 
 def env() -> dict:

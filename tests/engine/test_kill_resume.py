@@ -216,3 +216,84 @@ def test_large_segmentation_resumes_after_kill(tmp_path):
                                   zarr.open_array(str(tmp_path / "ref.zarr"))[:])  # fmt: skip
     assert sha256_tree(image) == inputs
     assert not (tmp_path / "out.zarr.cp2parts").exists()
+
+
+# --------------------------------------------------------------------------- cp2 experiment
+def _experiment_cmd(name, out, pretrained, *extra):
+    return cp2("experiment", name, "--quick", "--out", out, "--pretrained", pretrained,
+               "--epochs-online", 1, "--epochs-offline", 1, "--bsize", 32, "--n-train", 2,
+               "--n-test", 1, "--device", "cpu", *extra)  # fmt: skip
+
+
+def _rows_without_times(path):
+    import json
+
+    rows = json.loads(path.read_text())
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
+
+
+def _pretrained_file(folder):
+    from cp2_engine.network import CPnet, save_model
+
+    folder.mkdir()
+    torch.manual_seed(0)
+    save_model(CPnet(), folder / "pretrained")
+    return folder / "pretrained"
+
+
+def test_cp2_experiment_hitl_vs_offline_resumes_after_kill(tmp_path):
+    pretrained = _pretrained_file(tmp_path / "start")
+    inputs = sha256_tree(tmp_path / "start")
+
+    def cmd(out):
+        return _experiment_cmd("hitl-vs-offline", tmp_path / out, pretrained, "--rounds", 2)
+
+    ref = run(cmd("ref"))
+    assert sum("training" in ln for ln in ref) == 8
+    out = tmp_path / "out"
+    # online/pretrained round 2 training (its image accepted: the pending record is used),
+    # then, in the resumed run, offline/pretrained round 2 training
+    kill_after(cmd("out"), r"^  training", 2)
+    assert not temp_files(out)
+    lines = kill_after(cmd("out"), r"^  training", 2)
+    assert any(ln.startswith("continuing the run") for ln in lines)
+    assert not temp_files(out)
+    lines = run(cmd("out"))
+    assert sum("training" in ln for ln in lines) < 8  # finished rows were not recomputed
+    for suffix in (".json", ".csv"):
+        assert (out / f"hitl-vs-offline{suffix}").is_file()
+    assert _rows_without_times(out / "hitl-vs-offline.json") == _rows_without_times(
+        tmp_path / "ref" / "hitl-vs-offline.json"
+    )
+    projects = list((out / "projects").iterdir())
+    assert len(projects) == 1  # the resumed runs reused the first run's HITL projects
+    for init in ("pretrained", "scratch"):
+        _assert_same_weights(
+            next((tmp_path / "ref" / "projects").iterdir()) / f"online_{init}/models/round_002",
+            projects[0] / f"online_{init}/models/round_002",
+        )
+    assert sha256_tree(tmp_path / "start") == inputs
+
+
+def test_cp2_experiment_learning_curve_resumes_after_kill(tmp_path):
+    pretrained = _pretrained_file(tmp_path / "start")
+
+    def cmd(out, *extra):
+        return _experiment_cmd("learning-curve", tmp_path / out, pretrained, "--sizes", 1, 2,
+                               "--seeds", 1, *extra)  # fmt: skip
+
+    run(cmd("ref"))
+    kill_after(cmd("out"), r"^  training", 3)  # 2 rows finished, the 3rd training
+    assert not temp_files(tmp_path / "out")
+    lines = run(cmd("out"))
+    assert sum("training" in ln for ln in lines) == 2
+    assert _rows_without_times(tmp_path / "out" / "learning-curve.json") == _rows_without_times(
+        tmp_path / "ref" / "learning-curve.json"
+    )
+    # other settings in the same folder: refused; --restart runs it again from the first row
+    import subprocess
+
+    from kill_harness import env
+
+    done = subprocess.run(cmd("out", "--seed", 1), capture_output=True, text=True, env=env())
+    assert done.returncode == 2 and "--restart" in done.stderr, done.stderr

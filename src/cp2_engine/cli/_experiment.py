@@ -46,6 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-test", type=int, default=None, help="test images")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, mps")
     parser.add_argument("--seed", type=int, default=0, help="seed of data, subsets and training")
+    parser.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the finished rows of an interrupted run in --out and start again (by "
+        "default the same command continues an interrupted run: <out>/<name>.journal/)",
+    )
 
 
 def _settings(args: argparse.Namespace):
@@ -97,7 +103,8 @@ def _print_event(event) -> None:
 
 
 def _new_workdir(out: Path) -> Path:
-    """A fresh folder for this run's HITL projects (earlier runs are never touched)."""
+    """A fresh folder for this run's HITL projects (earlier runs are never touched; a resumed
+    run keeps the folder its journal records)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path, k = out / "projects" / stamp, 1
     while path.exists():
@@ -121,12 +128,15 @@ def run(args: argparse.Namespace) -> int:
     if pretrained is None:
         print(f"pre-training a stand-in model on synthetic cells ({settings.pretrain_epochs} ep.)")
         pretrained = pretrain_synthetic(args.out / "pretrained_synthetic", settings=settings)
+    journal = args.out / f"{args.name}.journal"
+    if journal.is_dir() and not args.restart:
+        print(f"continuing the run recorded in {journal} (--restart starts again)", flush=True)
+    resume = {"journal": journal, "restart": args.restart}
     if args.name == "learning-curve":
-        gen = iter_learning_curve(data, pretrained=pretrained, settings=settings)
+        gen = iter_learning_curve(data, pretrained=pretrained, settings=settings, **resume)
     else:
-        gen = iter_hitl_vs_offline(
-            data, pretrained=pretrained, settings=settings, workdir=_new_workdir(args.out)
-        )
+        gen = iter_hitl_vs_offline(data, pretrained=pretrained, settings=settings,
+                                   workdir=_new_workdir(args.out), **resume)  # fmt: skip
     rows = drain(gen, on_event=_print_event)
     for path in write_results(rows, args.out, name=args.name):
         print(f"wrote {path}")

@@ -17,6 +17,8 @@
 Every experiment is a generator: it yields :class:`Progress` and :class:`Row` events (and passes
 through the :class:`cp2_engine.training.TrainEvent` s of every training run) and returns
 the list of result rows (dicts), which :func:`write_results` saves as CSV, JSON and a PNG plot.
+Given a ``journal`` folder, each finished row is saved there (``_journal.py``) and a run killed
+mid-way continues from its finished rows (and, online, from its last finished round).
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ from typing import Any
 import numpy as np
 
 from cp2_engine.hitl._annotator import SimulatedAnnotator
-from cp2_engine.hitl._project import HitlProject
+from cp2_engine.hitl._journal import RowJournal, finished_model, online_round, open_project
 from cp2_engine.util import drain
 
 logger = logging.getLogger(__name__)
+_NO_JOURNAL = RowJournal(None)
 
 __all__ = [
     "ExperimentData",
@@ -281,14 +284,17 @@ def pretrain_synthetic(
     """
     from cp2_engine.network import save_model
 
+    recipe = f"{style}|{settings.pretrain_epochs}|{settings.train_config('offline')!r}"
+    path = Path(path)
+    if finished_model(path, recipe):  # an interrupted `cp2 experiment` run again
+        return path
     data = synthetic_data(n_train=8, n_test=0, style=style, seed=settings.seed + 101)
     config = dataclasses.replace(
         settings.train_config("offline"), n_epochs=settings.pretrain_epochs, save_every=10**6
     )
     model = _drain(_train("scratch", data.train_images, data.train_labels, config))
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(model.net, path, metadata={"pretrained_on": data.source})
+    save_model(model.net, path, metadata={"pretrained_on": data.source, "pretrain_recipe": recipe})
     return path
 
 
@@ -298,6 +304,8 @@ def iter_learning_curve(
     *,
     pretrained: str | os.PathLike,
     settings: ExperimentSettings | None = None,
+    journal: str | os.PathLike | None = None,
+    restart: bool = False,
 ) -> Generator[Progress | Row, None, list[dict]]:
     """AP against the number of training ROIs, pretrained vs scratch, over random subsets.
 
@@ -309,6 +317,9 @@ def iter_learning_curve(
         The pretrained starting model.
     settings : ExperimentSettings, optional
         Sizes (default: the paper's).
+    journal : path, optional
+        Folder where each finished row is saved: run again after a crash, the same call replays
+        those rows and trains only the others. ``restart=True`` discards them first.
 
     Yields
     ------
@@ -327,9 +338,15 @@ def iter_learning_curve(
     subsets = training_subsets(n, sizes=sizes, n_seeds=settings.n_seeds, seed=settings.seed)
     total, rows = 2 * len(subsets), []
     config = settings.train_config("offline")
+    fp = RowJournal.fingerprint("learning-curve", data, settings, pretrained)
+    journal = RowJournal(journal, restart=restart, fingerprint=fp)
     for init in ("pretrained", "scratch"):
         start = "scratch" if init == "scratch" else str(pretrained)
         for sub in subsets:
+            if (row := journal.get(f"row_{len(rows):04d}")) is not None:
+                rows.append(row)
+                yield Row("learning-curve", row)  # finished before an interruption
+                continue
             yield Progress("learning-curve", len(rows), total, f"{init}: {sub.size} images")
             images, labels = take_subset(data.train_images, data.train_labels, sub)
             t0 = time.perf_counter()
@@ -344,6 +361,7 @@ def iter_learning_curve(
                 "ap50": _test_ap(model, data),
                 "train_seconds": round(seconds, 2),
             }
+            journal.put(f"row_{len(rows):04d}", row)
             rows.append(row)
             yield Row("learning-curve", row)
     yield Progress("learning-curve", total, total, "done")
@@ -351,10 +369,11 @@ def iter_learning_curve(
 
 
 # ----------------------------------------------------------------------------- HITL vs offline
-def _online_rounds(data, init, spec, settings, workdir: Path):
+def _online_rounds(data, init, spec, settings, workdir: Path, journal=_NO_JOURNAL):
     """Online strategy: predict, correct with the simulated annotator, fine-tune, repeat."""
-    project = HitlProject.create(
+    project = open_project(
         workdir / f"online_{init}",
+        journal,
         images=data.train_images[: settings.n_rounds],
         ground_truth=data.train_labels[: settings.n_rounds],
         initial_model=spec,
@@ -364,17 +383,19 @@ def _online_rounds(data, init, spec, settings, workdir: Path):
     )
     annotator, drawn_total = SimulatedAnnotator(), 0
     for round_no in range(1, settings.n_rounds + 1):
-        name = project.next_image()
-        seg = project.predict(name)
-        correction = annotator.correct(project.truth(name), seg.masks)
-        project.accept(name, correction.labels)
-        record = yield from project.iter_retrain(evaluate=False)
-        drawn_total += correction.n_drawn
-        model = project.load_model()
-        yield round_no, correction.n_drawn, drawn_total, record.train_seconds, model
+        key = f"online-{init}-r{round_no:03d}"
+        if (row := journal.get(key)) is not None:
+            drawn_total = row["drawn_total"]
+            yield row  # finished before an interruption
+            continue
+        drawn, seconds, model = yield from online_round(
+            project, round_no, annotator, journal, key, lambda p: p.next_image()
+        )
+        drawn_total += drawn
+        yield round_no, drawn, drawn_total, seconds, model
 
 
-def _offline_rounds(data, init, spec, settings):
+def _offline_rounds(data, init, spec, settings, journal=_NO_JOURNAL):
     """Offline strategy: the annotator draws every ROI; train offline on all images so far."""
     annotator, drawn_total = SimulatedAnnotator(), 0
     config = settings.train_config("offline")
@@ -382,6 +403,9 @@ def _offline_rounds(data, init, spec, settings):
         truth = data.train_labels[round_no - 1]
         correction = annotator.correct(truth, np.zeros_like(truth))
         drawn_total += correction.n_drawn
+        if (row := journal.get(f"offline-{init}-r{round_no:03d}")) is not None:
+            yield row  # finished before an interruption
+            continue
         t0 = time.perf_counter()
         images, labels = data.train_images[:round_no], data.train_labels[:round_no]
         model = yield from _train(spec, images, labels, config)
@@ -394,6 +418,8 @@ def iter_hitl_vs_offline(
     pretrained: str | os.PathLike,
     settings: ExperimentSettings | None = None,
     workdir: str | os.PathLike | None = None,
+    journal: str | os.PathLike | None = None,
+    restart: bool = False,
 ) -> Generator[Progress | Row, None, list[dict]]:
     """The four strategies {online, offline} × {pretrained, scratch} (paper Fig. 5).
 
@@ -406,7 +432,11 @@ def iter_hitl_vs_offline(
     settings : ExperimentSettings, optional
         Sizes (default: the paper's).
     workdir : path, optional
-        Where the online strategies' HITL projects go (default: a temporary folder).
+        Where the online strategies' HITL projects go (default: ``<journal>/projects``, else a
+        temporary folder). A ``journal`` of an interrupted run uses the folder that run used.
+    journal, restart : path, bool, optional
+        As for :func:`iter_learning_curve`; an online strategy resumes at its last finished
+        round (its HITL project in ``workdir``).
 
     Returns
     -------
@@ -421,11 +451,14 @@ def iter_hitl_vs_offline(
             f"got {len(data.train_images)}"
         )
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(workdir) if workdir is not None else Path(tmp)
-        return (yield from _run_strategies(data, pretrained, settings, workdir))
+        if workdir is None:
+            workdir = Path(journal) / "projects" if journal is not None else Path(tmp)
+        fp = RowJournal.fingerprint("hitl-vs-offline", data, settings, pretrained)
+        journal = RowJournal(journal, restart=restart, workdir=workdir, fingerprint=fp)
+        return (yield from _run_strategies(data, pretrained, settings, journal.workdir, journal))
 
 
-def _run_strategies(data, pretrained, settings, workdir: Path):
+def _run_strategies(data, pretrained, settings, workdir: Path, journal=_NO_JOURNAL):
     rows: list[dict] = []
     total = 4 * settings.n_rounds
     for init in ("pretrained", "scratch"):
@@ -438,11 +471,15 @@ def _run_strategies(data, pretrained, settings, workdir: Path):
             rows.append(row)
             yield Row("hitl-vs-offline", row)
             rounds = (
-                _online_rounds(data, init, spec, settings, workdir)
+                _online_rounds(data, init, spec, settings, workdir, journal)
                 if mode == "online"
-                else _offline_rounds(data, init, spec, settings)
+                else _offline_rounds(data, init, spec, settings, journal)
             )
             for item in rounds:
+                if isinstance(item, dict):  # a row journalled before an interruption
+                    rows.append(item)
+                    yield Row("hitl-vs-offline", item)
+                    continue
                 if not isinstance(item, tuple):
                     yield item  # a training event
                     continue
@@ -452,6 +489,7 @@ def _run_strategies(data, pretrained, settings, workdir: Path):
                 row = {**base, "round": round_no, "n_images": round_no, "drawn": drawn,
                        "drawn_total": drawn_total, "ap50": _test_ap(model, data),
                        "train_seconds": round(float(seconds), 2)}  # fmt: skip
+                journal.put(f"{mode}-{init}-r{round_no:03d}", row)
                 rows.append(row)
                 yield Row("hitl-vs-offline", row)
     yield Progress("hitl-vs-offline", total, total, "done")
