@@ -182,6 +182,12 @@ def model_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _fill(text: str) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=99, break_on_hyphens=False, break_long_words=False)
+
+
 def provenance_line(meta: dict) -> str:
     return (f"Measured {meta['date']} on {meta['machine']} (torch threads: {meta['threads']}), "
             f"commit {meta['commit']}, {meta['seconds'] / 60:.0f} min; command: "
@@ -205,9 +211,14 @@ def doc_section(results: list[dict], meta: dict) -> str:
         "",
         provenance_line(meta),
     ]
+    out = [_fill(p) if p else p for p in out]
     for r in results:
         capped = f", at most {r['max_per_type']} images per type" if r["max_per_type"] else ""
-        out += ["", f"#### {r['model']}{capped}", "", model_table(r)]
+        n = r["summary_gt"]["all"]["n"]
+        timing = (f"Segmentation time for the {n} images: {r['seconds_gt']:.0f} s with the "
+                  f"annotated diameter, {r['seconds_auto']:.0f} s with the estimated one (the "
+                  "estimate segments the image several times).")  # fmt: skip
+        out += ["", f"#### {r['model']}{capped}", "", model_table(r), "", _fill(timing)]
     return "\n".join(out)
 
 
@@ -231,10 +242,12 @@ def readme_table(results: list[dict], meta: dict) -> str:
                          + f" | {'–' if err is None else f'{err:.3f}'} |")  # fmt: skip
     lines += [
         "",
-        "AP = TP / (TP + FP + FN) at an IoU threshold, averaged over the held-out validation "
-        "images; *est.* is the diameter a user gets with `diameter=None` (estimated), *ann.* "
-        "the annotated median diameter; diameter error = median |log(estimated / annotated)|. "
-        + provenance_line(meta),
+        _fill(
+            "AP = TP / (TP + FP + FN) at an IoU threshold, averaged over the held-out validation "
+            "images; *est.* is the diameter a user gets with `diameter=None` (estimated), *ann.* "
+            "the annotated median diameter; diameter error = median |log(estimated / annotated)|. "
+            + provenance_line(meta)
+        ),
     ]
     return "\n".join(lines)
 
