@@ -38,17 +38,15 @@ from cp2_engine.hitl._active import ActiveMixin
 from cp2_engine.hitl._lock import WriterLockMixin, project_lock, writes
 from cp2_engine.hitl._project_files import (
     _check_names,
-    _check_truth,
     _config_to_dict,
     _labels_dtype,
-    _load_input,
     _now,
-    _spatial_shape,
     _unique_names,
     _write_json,
     _write_tif,
 )
 from cp2_engine.hitl._rounds import RetrainMixin, RoundRecord, _load_model
+from cp2_engine.hitl._stacks import load_inputs, spatial_shape_of, stack_segment_kwargs
 from cp2_engine.io import imread
 
 logger = logging.getLogger(__name__)
@@ -113,6 +111,7 @@ class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin):
         names: Sequence[str] | None = None,
         diameter: float | None = None,
         device: str = "auto",
+        stacks: bool = False,
     ) -> HitlProject:
         """Create a new project in ``folder`` (which must not hold a project yet).
 
@@ -135,6 +134,9 @@ class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin):
             Cell diameter for predictions; None = the model's own (``diam_labels``).
         device : str
             Torch device for predictions and training.
+        stacks : bool
+            The images are z-stacks ``(Z, Y, X)`` / ``(Z, Y, X, C)`` with ``(Z, Y, X)`` labels;
+            see ``_stacks.py`` (3-D predictions, training on planes; train_config's anisotropy).
 
         Returns
         -------
@@ -153,10 +155,9 @@ class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin):
             raise TypeError("images must be a list of images (paths or arrays), not one image")
         if len(images) == 0:
             raise ValueError("images must hold at least one image (path or array)")
-        loaded = [_load_input(im, f"images[{i}]") for i, im in enumerate(images)]
+        loaded, truths = load_inputs(images, ground_truth, stacks=stacks)
         names = list(names) if names is not None else _unique_names([n for _, n in loaded])
         _check_names(names, len(loaded))
-        truths = _check_truth(ground_truth, [a for a, _ in loaded])
         folder.mkdir(parents=True, exist_ok=True)
         with project_lock(folder):
             if (folder / "project.json").exists():
@@ -168,7 +169,8 @@ class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin):
             for truth, name in zip(truths, names):
                 if truth is not None:
                     _write_tif(folder / "truth" / f"{name}_masks.tif", _labels_dtype(truth))
-            shapes = [{"name": n, "shape": list(a.shape)} for (a, _), n in zip(loaded, names)]
+            shapes = [{"name": n, "shape": list(a.shape)} | ({"stack": True} if stacks else {})
+                      for (a, _), n in zip(loaded, names)]  # fmt: skip
             meta = {
                 "schema_version": SCHEMA_VERSION,
                 "created": _now(),
@@ -284,8 +286,8 @@ class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin):
                "prov": f"corrected/{name}_provenance.json"}[kind]  # fmt: skip
         return self.folder / rel
 
-    def _spatial(self, name: str) -> tuple[int, int]:
-        return _spatial_shape(self._meta["images"][self.names.index(name)]["shape"])
+    def _spatial(self, name: str) -> tuple[int, ...]:
+        return spatial_shape_of(self._meta["images"][self.names.index(name)])
 
     def image(self, name: str) -> np.ndarray:
         """The stored image ``name``."""
@@ -381,7 +383,9 @@ class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin):
         self._check_name(name)
         model = self.load_model()
         segment_kwargs.setdefault("diameter", self.diameter)
-        seg = model.segment(self.image(name), **segment_kwargs)
+        entry = self._meta["images"][self.names.index(name)]
+        kwargs = stack_segment_kwargs(entry, self._meta.get("train_config"), segment_kwargs)
+        seg = model.segment(self.image(name), **kwargs)
         self.set_prediction(name, seg.masks, model=self.current_model)
         return seg
 
@@ -433,7 +437,7 @@ class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin):
         ----------
         name : str
             An image of the project.
-        corrected_labels : ndarray of int, shape (H, W)
+        corrected_labels : ndarray of int, shape (H, W), or (Z, Y, X) for a stack
             The corrected labels (0 = background).
         overwrite : bool
             Replace labels accepted earlier; the old files move to ``corrected/backup/``.

@@ -37,5 +37,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "unfinished_path",
         ],
         "_size": ["train_size_model"],
+        "_stacks": ["is_stack_pair", "stack_to_planes"],
     },
 )

@@ -65,6 +65,10 @@ class TrainConfig:
     channels_last : bool or None
         Use the channels-last memory format for the net and its input. None (default): on the
         CPU only, where a training step is about 8% faster with it (benchmarks/bench_train.py).
+    anisotropy : float or None
+        For z-stacks in the training set ((Z, Y, X) labels): z step divided by the xy pixel
+        size. Stacks are trained on as 2-D planes in three orientations (YX, ZY, ZX), with Z of
+        the ZY and ZX planes resized by this (see :func:`stack_to_planes`). None means 1.
 
     Examples
     --------
@@ -94,6 +98,7 @@ class TrainConfig:
     amp: bool = True
     bf16: bool | None = None
     channels_last: bool | None = None
+    anisotropy: float | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in _MODES:
@@ -119,6 +124,12 @@ class TrainConfig:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         if not isinstance(self.device, str):
             raise TypeError(f"device must be a string such as 'auto', got {self.device!r}")
+        if self.anisotropy is not None and not (
+            isinstance(self.anisotropy, int | float) and 0 < self.anisotropy < math.inf
+        ):
+            raise ValueError(
+                f"anisotropy must be None or a positive number, got {self.anisotropy!r}"
+            )
 
     def resolved(self, *, pretrained: bool) -> TrainConfig:
         """Return a copy with the automatic (None) defaults filled in.

@@ -49,6 +49,30 @@ def _check_labels(lab, shape, index: int) -> np.ndarray:
     return relabel_sequential(lab.astype(np.int64))[0]
 
 
+def _expand_stacks(images, labels, config: TrainConfig, *, min_masks: int, what: str):
+    """Images and labels with every z-stack pair replaced by its 2-D planes (YX, ZY, ZX)."""
+    from cp2_engine.training._stacks import is_stack_pair, stack_to_planes
+
+    if not any(is_stack_pair(img, lab) for img, lab in zip(images, labels)):
+        return images, labels
+    out_images, out_labels = [], []
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        if not is_stack_pair(img, lab):
+            out_images.append(img)
+            out_labels.append(lab)
+            continue
+        try:
+            ims, labs = stack_to_planes(
+                img, lab, anisotropy=config.anisotropy, min_masks=min_masks
+            )
+        except ValueError as err:
+            raise ValueError(f"{what}: images[{i}] / labels[{i}]: {err}") from err
+        logger.info("%s: z-stack %d %s -> %d training planes", what, i, np.shape(lab), len(ims))
+        out_images += ims
+        out_labels += labs
+    return out_images, out_labels
+
+
 def _prepare(images, labels, config: TrainConfig, *, min_masks: int, what: str) -> _Data:
     from cp2_engine.metrics import diameters
     from cp2_engine.postprocess import masks_to_flows
@@ -57,6 +81,7 @@ def _prepare(images, labels, config: TrainConfig, *, min_masks: int, what: str) 
         raise ValueError(f"{what}: expected a non-empty list of images with labels")
     if len(images) != len(labels):
         raise ValueError(f"{what}: got {len(images)} images but {len(labels)} label images")
+    images, labels = _expand_stacks(images, labels, config, min_masks=min_masks, what=what)
     xs, labs, flows, diams, skipped = [], [], [], [], 0
     for i, (img, lab) in enumerate(zip(images, labels)):
         x = _network_input(img, config.channels, config.normalize, i)
