@@ -119,3 +119,12 @@ def test_cli_hitl_next_active(project, capsys):
 def test_cli_hitl_missing_project(tmp_path, capsys):
     assert main(["hitl", "next", str(tmp_path / "nothing")]) == 2
     assert "no HITL project" in capsys.readouterr().err
+
+
+def test_active_choice_refuses_z_stack_projects(tmp_path):
+    stack = np.zeros((3, 32, 32), np.float32)
+    p = HitlProject.create(tmp_path / "s", images=[stack, stack], initial_model="scratch",
+                           stacks=True)  # fmt: skip
+    assert p.next_image() == "image_000"
+    with pytest.raises(ValueError, match="z-stacks"):
+        p.next_image("active")

@@ -281,7 +281,10 @@ class ActiveMixin:
 
     def iter_rank_next(self, **kwargs: Any) -> Generator[RankProgress, None, list[ImageScore]]:
         """:func:`iter_rank_images` over the unaccepted images with the current model, the
-        accepted images as style references and the project's diameter."""
+        accepted images as style references and the project's diameter (2-D projects only)."""
+        if any(entry.get("stack") for entry in self._meta["images"]):
+            raise ValueError("the active choice ranks 2-D images; this project holds z-stacks: "
+                             "use next_image('order')")  # fmt: skip
         pending = {n: self.image(n) for n in self.names if not self.is_accepted(n)}
         if not pending:
             return []
