@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -92,3 +93,135 @@ def test_odd_label_images_are_saved_or_refused_clearly(dtype, special, name):
             assert "label" in str(err) or "mask" in str(err) or "png" in str(err), err
             return
         assert path.is_file()
+
+
+# --------------------------------------------------------------------------- model files
+def _small_state() -> dict:
+    import torch
+
+    from cp2_engine.network import CPnet
+
+    torch.manual_seed(0)
+    return {k: v.clone() for k, v in CPnet(nbase=[2, 4, 8, 16, 32]).state_dict().items()}
+
+
+_STATE = None
+_SHAPES = st.lists(st.integers(0, 5), max_size=5).map(tuple)
+
+
+@st.composite
+def _mutated_states(draw):
+    import torch
+
+    global _STATE
+    if _STATE is None:
+        _STATE = _small_state()
+    state = dict(_STATE)
+    keys = sorted(state)
+    keys += [
+        k
+        for k in keys
+        if k.endswith("conv_0.2.weight") or k in ("output.2.weight", "diam_mean", "diam_labels")
+    ] * 20  # the keys that define the architecture
+    for key in draw(st.lists(st.sampled_from(keys), max_size=4, unique=True)):
+        if draw(st.booleans()):
+            del state[key]  # missing keys
+        else:
+            state[key] = torch.zeros(draw(_SHAPES))  # a wrong shape (or rank)
+    extra = draw(st.lists(st.sampled_from(
+        ["W2", "encoder.patch_embed.proj.weight", "extra.weight", "output.3.weight", "", "7"]
+    ), max_size=2, unique=True))  # fmt: skip
+    for key in extra:
+        state[key] = torch.zeros(draw(_SHAPES))
+    return state
+
+
+@FAST
+@given(_mutated_states())
+def test_model_files_with_wrong_shapes_or_keys(state):
+    import torch
+
+    from cp2_engine.network import ModelFileError, build_net_from_state
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "model"
+        torch.save(state, path)
+        try:
+            loaded = load_state_dict(path)
+        except ModelFileError as err:
+            assert str(path) in str(err), err
+            if "W2" in state or any(k.startswith("encoder.") for k in state):
+                assert "Cellpose-4" in str(err), err
+            return
+        build_net_from_state(loaded)  # what loads also builds a network
+
+
+# --------------------------------------------------------------------------- zarr inputs
+_ZARR_DTYPES = st.sampled_from(["uint8", "uint16", "int32", "float32", "float64", "bool",
+                                "complex64", "int8"])  # fmt: skip
+
+
+@st.composite
+def _zarr_arrays(draw, max_side=24):
+    shape = draw(st.lists(st.integers(0, max_side), min_size=1, max_size=4).map(tuple))
+    chunks = tuple(draw(st.integers(1, max(1, s + 2))) for s in shape)
+    return np.dtype(draw(_ZARR_DTYPES)), shape, chunks
+
+
+def _write_zarr(folder: Path, spec) -> Path:
+    import zarr
+
+    dtype, shape, chunks = spec
+    path = folder / "image.zarr"
+    arr = zarr.create_array(str(path), shape=shape, chunks=chunks, dtype=dtype)
+    if arr.size:
+        arr[...] = (np.arange(arr.size).reshape(shape) % 7).astype(dtype)
+    return path
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(_zarr_arrays(), st.sampled_from([False, True, None]))
+def test_zarr_images_are_read_as_stored(spec, lazy):
+    from cp2_engine.io import imread
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = _write_zarr(Path(folder), spec)
+        got = np.asarray(imread(path, lazy=lazy))
+        assert got.shape == spec[1] and got.dtype == spec[0]  # the documented result
+
+
+_LARGE = settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                           dashboard_address=None)  # fmt: skip
+    with Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+@_LARGE
+@given(spec=_zarr_arrays(max_side=90))
+def test_zarr_inputs_of_segment_large(client, spec):
+    """Odd chunks, 1-D to 4-D, empty, bool/complex: labels of the image's shape, or a clear
+    ValueError/TypeError before any block runs."""
+    from cp2_engine.inference import ClassicSegmenter
+    from cp2_engine.large import segment_large
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = _write_zarr(Path(folder), spec)
+        try:
+            result = segment_large(str(path), model=ClassicSegmenter(threshold=0.25),
+                                   diameter=10, out=Path(folder) / "out.zarr", blocksize=64,
+                                   cluster=client)  # fmt: skip
+        except (ValueError, TypeError) as err:
+            assert "image" in str(err) or "dtype" in str(err) or "shape" in str(err), err
+            return
+        import zarr
+
+        assert result is not None
+        assert zarr.open_array(str(Path(folder) / "out.zarr")).shape == spec[1][:2]

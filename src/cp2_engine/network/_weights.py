@@ -101,12 +101,17 @@ def infer_architecture(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
     absent = [k for k in needed if k not in state]
     if absent:
         raise ModelFileError(f"not a CPnet state_dict: missing keys {absent}")
+    convs = [_HEAD_CONV]
+    while (key := f"downsample.down.res_down_{len(convs) - 1}.conv.conv_0.2.weight") in state:
+        convs.append(key)
+    odd = [f"{k}: {tuple(state[k].shape)}" for k in convs
+           if state[k].ndim != 4 or min(state[k].shape) < 1]  # fmt: skip
+    if odd:
+        raise ModelFileError(
+            f"not a CPnet state_dict: convolution weights must be 4-D with sizes >= 1, got {odd}"
+        )
     first = state[_FIRST_CONV]
-    nbase = [int(first.shape[1])]
-    n = 0
-    while (key := f"downsample.down.res_down_{n}.conv.conv_0.2.weight") in state:
-        nbase.append(int(state[key].shape[0]))
-        n += 1
+    nbase = [int(first.shape[1])] + [int(state[k].shape[0]) for k in convs[1:]]
     return {"nbase": tuple(nbase), "nout": int(state[_HEAD_CONV].shape[0]), "sz": first.shape[-1]}
 
 
@@ -117,8 +122,11 @@ def _expected_shapes(arch: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
 
 
 def _check_keys(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
-    arch = infer_architecture(state)
-    expected = _expected_shapes(arch)
+    try:
+        arch = infer_architecture(state)
+        expected = _expected_shapes(arch)
+    except ValueError as err:  # ModelFileError, or a CPnet that cannot be built
+        raise ModelFileError(f"{path} is not a usable CPnet model file: {err}") from err
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     wrong = [
