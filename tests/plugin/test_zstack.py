@@ -132,3 +132,22 @@ def test_zstack_sample_segments_in_3d(make_napari_viewer, notes):
     assert zs.tolist() == [10]
     assert cor.undo() and cor.undo()
     assert len(np.unique(masks.data)) - 1 == n - 1
+
+
+@pytest.mark.gui
+def test_correct_panel_accepts_3d_labels_into_a_stack_project(make_napari_viewer, tmp_path):
+    from cp2_engine.hitl import HitlProject
+
+    viewer = make_napari_viewer()
+    image, truth = viewer.open_sample(PLUGIN, "zstack")
+    project = HitlProject.create(tmp_path / "p", images=[image.data], names=[image.name],
+                                 stacks=True, initial_model="scratch")  # fmt: skip
+    _, cor = viewer.window.add_plugin_dock_widget(PLUGIN, "Correct")
+    cor._ws.set_project(project)
+    labels = viewer.add_labels(np.asarray(truth.data), name=f"{image.name}_cp2_masks")
+    cor._labels.value = labels
+    n = int(labels.data.max())
+    assert cor.delete(1)
+    acc = cor.accept()
+    assert acc is not None and (acc.n_drawn, acc.n_deleted) == (n - 1, 0)  # no prediction
+    assert project.corrected(image.name).shape == (24, 128, 128)
