@@ -376,9 +376,14 @@ def _cache_dict(key: str, items: Sequence[Item]) -> dict:
 
 
 def _read_cache(cache: Path, key: str) -> list | None:
-    """The cached items, or None when the cache is stale, old-format or unreadable."""
+    """The cached items, or None when the cache is stale, old-format or unreadable.
+
+    The arrays are memory-mapped from ``cache`` (copy-on-write), not read into RAM: a batch
+    reads the pages of the images it draws, and the OS can drop them again under memory
+    pressure, so the prepared data do not count against the training's anonymous memory.
+    """
     try:
-        stored = torch.load(cache, map_location="cpu", weights_only=True)
+        stored = torch.load(cache, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # an old pickled cache or a foreign file: rebuild it, never run it
         logger.warning("ignoring data cache %s (%s); rebuilding it", cache, err)
         return None
@@ -391,7 +396,9 @@ def _read_cache(cache: Path, key: str) -> list | None:
 def prepare_data(recipe: BundledRecipe, data_root: Path, *, cache: Path | None = None) -> list:
     """All training :class:`Item`\\ s of a recipe, cached in ``cache`` when given.
 
-    The cache is rebuilt when the recipe's sources or ``diam_mean`` change.
+    The cache is rebuilt when the recipe's sources or ``diam_mean`` change. With a cache, the
+    returned arrays are memory-mapped from it (see :func:`_read_cache`), so training keeps the
+    prepared images on disk rather than in RAM.
 
     Examples
     --------
@@ -409,6 +416,9 @@ def prepare_data(recipe: BundledRecipe, data_root: Path, *, cache: Path | None =
     items = [it for s in recipe.sources for it in _source_items(s, data_root, recipe.diam_mean)]
     if cache is not None:
         atomic_write_file(cache, lambda fh: torch.save(_cache_dict(key, items), fh))
+        mapped = _read_cache(cache, key)
+        if mapped is not None:  # free the in-RAM copy: train on the memory-mapped file
+            items = mapped
     logger.info("prepared %d images in %.0f s", len(items), time.perf_counter() - t0)
     return items
 
