@@ -191,7 +191,9 @@ def _fill(text: str) -> str:
 def provenance_line(meta: dict) -> str:
     return (f"Measured {meta['date']} on {meta['machine']} (torch threads: {meta['threads']}), "
             f"commit {meta['commit']}, {meta['seconds'] / 60:.0f} min; command: "
-            f"`{meta['command']}`.")  # fmt: skip
+            f"`{meta['command']}`"
+            + (f"; docs written from its JSON by `{meta['rendered']}`" if meta.get("rendered")
+               else "") + ".")  # fmt: skip
 
 
 def doc_section(results: list[dict], meta: dict) -> str:
@@ -337,7 +339,9 @@ def main(argv=None) -> int:
     if args.from_json:
         for name in args.models:
             results.append(json.loads((args.json_dir / f"{name}.json").read_text()))
-        meta = results[0]["meta"]
+        meta = dict(results[0]["meta"])
+        if "--no-docs" in meta["command"].split():  # the evaluation did not write the docs
+            meta["rendered"] = command
     else:
         import torch
 
