@@ -223,7 +223,8 @@ def mask_centres(lab: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.nd
     cy, cx : ndarray of int64
         The mask pixel nearest to each centroid (first in raster order on ties), shape (n,).
     niter : ndarray of int64
-        ``2 * (h + w + 4)`` with the bounding-box extent h, w of each mask (Cellpose 3's CPU count).
+        ``2 * (h + w + 4)`` with the bounding-box extent h, w of each mask (as Cellpose 3's
+        CPU path).
 
     Examples
     --------
