@@ -5,9 +5,10 @@ images unlike the model's training set (2x on synthetic fluorescent cells, 3x on
 and one re-measurement at ``d0`` does not recover from that: a network run at a scale twice
 too small merges neighbours, and their masks measure even larger. So the estimate iterates a
 fixed point instead: segment at ``d``, measure the masks' median diameter ``m(d)`` (in original
-pixels), continue from ``m(d)`` while it moves. It runs from two starts, the size model's ``d0``
-and the model's training diameter, and keeps the diameter whose masks agree best with the scale
-they were segmented at (smallest ``|log(m(d) / d)|``): a self-consistent segmentation.
+pixels), continue from ``m(d)`` while it moves. It starts from the size model's ``d0``; when that
+chain does not converge, it also starts from the model's training diameter, and keeps the
+diameter whose masks agree best with the scale they were segmented at (smallest
+``|log(m(d) / d)|``): a self-consistent segmentation.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def refine_diameter(
     best: tuple[float, float, float] | None = None  # (disagreement, diameter, first)
     steps: list[tuple[float, float]] = []
     for start in _starts(first, fallback):
+        if best is not None and best[0] < CONVERGED:  # the size model's chain converged
+            break
         d = start
         for _ in range(MAX_STEPS):
             measured = float(measure(d))

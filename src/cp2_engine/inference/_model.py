@@ -410,9 +410,9 @@ class Model:
 
         1. style of the image (network at ``diam_mean / diam_labels``) -> size model -> ``d0``;
         2. segment at ``d0`` and measure the masks' median equivalent-circle diameter, and
-           repeat from that measure while it moves (at most 4 times); the same from the
-           model's training diameter. The estimate is the measure whose masks agree best
-           with the diameter they were segmented at (see ``_diameter.py``).
+           repeat from that measure while it moves (at most 4 times); if that does not
+           converge, the same from the model's training diameter. The estimate is the measure
+           whose masks agree best with the diameter they were segmented at (``_diameter.py``).
 
         Raises
         ------
