@@ -135,8 +135,8 @@ def napari_hint(result) -> list[str]:
         project = result.hitl[0].project
         lines.append(f"napari {project / 'images'}/*.tif {project / 'corrected'}/*_masks.tif")
     lines.append(
-        "then Plugins > cp2: 'Model & segment' (model cp2_cyto / cp2_nuclei), 'Correct', "
-        f"'Train (human-in-the-loop)' (project folder {out / 'hitl' / 'pretrained'}), 'Evaluate'"
+        "then Plugins > cp2 > cp2 (one dock, four tabs): Segment (model cp2_cyto / cp2_nuclei), "
+        f"Correct, Train (project folder {out / 'hitl' / 'pretrained'}), Evaluate"
     )
     return lines
 
