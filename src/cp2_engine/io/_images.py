@@ -23,7 +23,7 @@ IMAGE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".npy", ".zarr")
 #: zarr arrays above this many bytes are returned lazily by ``imread(..., lazy=None)``.
 _LAZY_BYTES = 512 * 2**20
 
-__all__ = ["IMAGE_EXTENSIONS", "imread", "imwrite"]
+__all__ = ["IMAGE_EXTENSIONS", "imread", "imwrite", "open_zarr_array"]
 
 
 def _suffix(path: Path) -> str:
@@ -46,17 +46,35 @@ def _check_path(path) -> Path:
     return path
 
 
-def _open_zarr_array(path: Path):
+def open_zarr_array(path):
+    """Open a zarr array, or the first multiscale level of an (OME-)zarr group (else the group's
+    first array by name), without reading it.
+
+    Examples
+    --------
+    >>> import tempfile, zarr
+    >>> folder = Path(tempfile.mkdtemp()) / "a.zarr"
+    >>> _ = zarr.create_array(str(folder), shape=(4, 6), dtype="uint8")
+    >>> open_zarr_array(folder)[1:3, :2].shape
+    (2, 2)
+    """
     import zarr
 
-    node = zarr.open(str(path), mode="r")
-    if isinstance(node, zarr.Group):
-        names = sorted(name for name, _ in node.arrays())
-        if not names:
-            raise ValueError(f"zarr group {path} holds no array")
-        logger.info("reading array %r of zarr group %s", names[0], path)
-        node = node[names[0]]
-    return node
+    path = Path(path)
+    try:
+        node = zarr.open(str(path), mode="r")
+    except Exception as err:  # zarr raises several types for a folder that is not zarr
+        raise ValueError(f"{path} is not a readable zarr array or group: {err}") from err
+    if isinstance(node, zarr.Array):
+        return node
+    multiscales = node.attrs.get("multiscales") or node.attrs.get("ome", {}).get("multiscales")
+    if multiscales:
+        return node[multiscales[0]["datasets"][0]["path"]]
+    names = sorted(name for name, _ in node.arrays())
+    if not names:
+        raise ValueError(f"zarr group {path} holds no array")
+    logger.info("reading array %r of zarr group %s", names[0], path)
+    return node[names[0]]
 
 
 def imread(path, *, lazy: bool | None = False):
@@ -106,7 +124,7 @@ def imread(path, *, lazy: bool | None = False):
                 "load_seg_npy(path) or read_labels(path)"
             ) from err
     if ext == ".zarr":
-        arr = _open_zarr_array(path)
+        arr = open_zarr_array(path)
         if lazy or (lazy is None and arr.nbytes > _LAZY_BYTES):
             return arr
         return np.asarray(arr[...])

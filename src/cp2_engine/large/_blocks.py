@@ -130,26 +130,9 @@ def open_zarr_source(path):
         import zarr
 
         return zarr.open(tifffile.imread(path, aszarr=True), mode="r")
-    return _open_zarr_array(path)
+    from cp2_engine.io import open_zarr_array
 
-
-def _open_zarr_array(path: Path):
-    """Open a zarr array, or the first multiscale level of an (OME-)zarr group."""
-    import zarr
-
-    try:
-        node = zarr.open(str(path), mode="r")
-    except Exception as err:  # zarr raises several types for a folder that is not zarr
-        raise ValueError(f"{path} is not a readable zarr array or group: {err}") from err
-    if isinstance(node, zarr.Array):
-        return node
-    multiscales = node.attrs.get("multiscales") or node.attrs.get("ome", {}).get("multiscales")
-    if multiscales:
-        return node[multiscales[0]["datasets"][0]["path"]]
-    arrays = sorted(name for name, _ in node.arrays())
-    if not arrays:
-        raise ValueError(f"zarr group {path} holds no array to segment")
-    return node[arrays[0]]
+    return open_zarr_array(path)
 
 
 def owned_cells(
