@@ -167,7 +167,7 @@ def test_restricted_loader_reads_plain_data(tmp_path):
     data = {
         "a": np.arange(6, dtype=np.int16).reshape(2, 3),
         "nested": [np.float32(1.5), (1, 2.0, "x", b"raw", None, True), {"k": np.zeros(0)}],
-        "dt": np.dtype([("y", "<f4"), ("x", "<i8")]),
+        "dt": np.dtype(">u2"),
         "obj": np.array([np.ones(2), np.ones(3)], dtype=object),
         "c": 1 + 2j,
         "s": {1, 2},
@@ -181,6 +181,48 @@ def test_restricted_loader_reads_plain_data(tmp_path):
     assert back["nested"][0] == np.float32(1.5) and type(back["nested"][0]) is np.float32
     np.save(path, np.arange(4))  # not a pickle at all
     np.testing.assert_array_equal(load_npy_restricted(path), np.arange(4))
+    # structured dtypes never occur in Cellpose files: refused clearly, not rebuilt
+    np.save(path, {"dt": np.dtype([("y", "<f4"), ("x", "<i8")])}, allow_pickle=True)
+    with pytest.raises(ValueError, match=r"d\.npy"):
+        load_npy_restricted(path)
+
+
+def test_corrupt_array_pickles_raise_instead_of_crashing(tmp_path):
+    """numpy's own ndarray.__setstate__ crashed the process (segfault) on some corrupted
+    _seg.npy files; arrays are now rebuilt from a checked state. Deterministic corruptions of a
+    valid file: every one loads or raises a ValueError naming the file."""
+    import io as pyio
+    import random
+
+    # a file found by fuzzing: a corrupted dtype state that crashed numpy's dtype.__setstate__
+    crash = bytes.fromhex(
+        "934e554d5059010076007b276465736372273a20277c4f272c2027666f727472616e5f6f72646572273a2046"
+        "616c73652c20277368617065273a2028292c207d202020202020202020202020202020202020202020202020"
+        "2020202020202020202020202020202020202020202020202020202020202020202020202020200a800495fd"
+        "000000000000008c166e756d70792e5f636f72652e6d756c74696172726179948c0c5f7265636f6e73747275"
+        "63749493948c056e756d7079948c076e6461727261799493944b0085944301629487945294284b012968038c"
+        "0564747970659493948c024f3894898887945294284b038c017c944e4e4e4affffffff4affffffff4b3f7494"
+        "62895d947d94288c056d61736b7394680268054b008594680787945294284b014b044b048694680b8c027532"
+        "94898887945294284b038c013c944e304e4affffffff4affffffff4b00749462894320000001000200030004"
+        "00050006000700080009000a000b000c000d000e000f00947494628c03696d67944e75617494622e"
+    )
+    path = tmp_path / "c_seg.npy"
+    path.write_bytes(crash)
+    with pytest.raises(ValueError, match=r"c_seg\.npy"):
+        load_seg_npy(path)
+    buf = pyio.BytesIO()
+    masks = np.arange(16, dtype=np.uint16).reshape(4, 4)
+    np.save(buf, {"masks": masks, "img": np.ones((2, 2)), "x": [np.float32(1)]}, allow_pickle=True)
+    valid = buf.getvalue()
+    rng = random.Random(0)
+    for _ in range(3000):
+        cut = rng.randrange(len(valid))
+        noise = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9)))
+        path.write_bytes(valid[:cut] + noise + valid[cut + len(noise) :])
+        try:
+            load_seg_npy(path)
+        except ValueError as err:
+            assert "c_seg.npy" in str(err)
 
 
 @pytest.mark.parametrize("content", [b"", b"not numpy", b"\x93NUMPY\x01\x00garbage"])

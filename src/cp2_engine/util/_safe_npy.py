@@ -32,13 +32,128 @@ def _latin1_encode(text, encoding="utf-8", errors="strict"):
     return codecs.encode(text, encoding, errors)
 
 
+_MAX_ITEMS = 2**40
+
+
+class _DtypeStub:
+    """Stands in for ``numpy.dtype`` while unpickling: the dtype is rebuilt from a checked type
+    code and byte order; numpy's own ``dtype.__setstate__`` is never called with file data."""
+
+    def __init__(self, code, align=False, copy=True):
+        if not isinstance(code, str) or code[:1] in ("M", "m"):
+            raise pickle.UnpicklingError(f"dtype {code!r} is not allowed")
+        self.dtype = np.dtype(code)
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) >= 8 and state[1] in ("<", ">", "|", "=")):
+            raise pickle.UnpicklingError("malformed dtype state")
+        if any(item is not None for item in state[2:5]):
+            raise pickle.UnpicklingError("structured dtypes are not allowed")
+        if state[5] not in (-1, self.dtype.itemsize):
+            raise pickle.UnpicklingError("dtype size does not match its type code")
+        if state[1] in ("<", ">"):
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+def _dtype(value) -> np.dtype:
+    if isinstance(value, _DtypeStub):
+        return value.dtype
+    raise pickle.UnpicklingError(f"expected a dtype, got {type(value).__name__}")
+
+
+def _shape(value) -> tuple[int, ...]:
+    if not isinstance(value, tuple) or not all(isinstance(n, int) and n >= 0 for n in value):
+        raise pickle.UnpicklingError(f"malformed array shape {value!r}")
+    if int(np.prod(value, dtype=np.float64)) > _MAX_ITEMS:
+        raise pickle.UnpicklingError(f"array shape {value} is too large")
+    return value
+
+
+def _from_bytes(raw, dtype: np.dtype, shape, order: str) -> np.ndarray:
+    n = int(np.prod(shape, dtype=np.int64))
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise pickle.UnpicklingError(f"dtype {dtype} cannot come from raw bytes")
+    if isinstance(raw, pickle.PickleBuffer):
+        with raw.raw() as view:
+            raw = bytes(view)
+    elif isinstance(raw, bytes | bytearray):
+        raw = bytes(raw)
+    else:
+        raise pickle.UnpicklingError("array data must be bytes")
+    if len(raw) != n * dtype.itemsize:
+        raise pickle.UnpicklingError("array data does not match its shape and dtype")
+    return np.frombuffer(raw, dtype=dtype).reshape(shape, order=order).copy()
+
+
+class _ArrayStub:
+    """Stands in for an ndarray while unpickling; its state is checked (shape, dtype, data
+    length) and the array is built from it with ``np.frombuffer``, never by numpy's own
+    ``ndarray.__setstate__``, which can crash the process on a corrupt file."""
+
+    def __init__(self):
+        self.array = None
+
+    def __setstate__(self, state):
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise pickle.UnpicklingError("malformed array state")
+        _, shape, dtype, fortran, raw = state
+        shape, dtype = _shape(shape), _dtype(dtype)
+        order = "F" if fortran else "C"
+        if dtype != np.dtype(object):
+            self.array = _from_bytes(raw, dtype, shape, order)
+            return
+        n = int(np.prod(shape, dtype=np.int64))
+        if not isinstance(raw, list) or len(raw) != n:
+            raise pickle.UnpicklingError("object array data does not match its shape")
+        flat = np.empty(n, dtype=object)
+        for i, item in enumerate(raw):
+            flat[i] = item
+        self.array = flat.reshape(shape, order=order)
+
+
+def _reconstruct(cls, shape, typecode):
+    if cls is not np.ndarray:
+        raise pickle.UnpicklingError("only plain numpy arrays are allowed")
+    return _ArrayStub()
+
+
+def _scalar(dtype, data):
+    dtype = _dtype(dtype)
+    if dtype == np.dtype(object):
+        return data
+    return _from_bytes(data, dtype, (), "C")[()]
+
+
+def _frombuffer(buf, dtype, shape, order):
+    return _from_bytes(buf, _dtype(dtype), _shape(tuple(shape)), "F" if order == "F" else "C")
+
+
+def _unstub(obj, depth: int = 0):
+    """Replace every stub in the loaded structure by the real array (or dtype)."""
+    if depth > 100:
+        raise pickle.UnpicklingError("nesting too deep")
+    if isinstance(obj, _ArrayStub):
+        if obj.array is None:
+            raise pickle.UnpicklingError("an array without data")
+        obj = obj.array
+    if isinstance(obj, _DtypeStub):
+        return obj.dtype
+    if isinstance(obj, np.ndarray) and obj.dtype == object:
+        for index in np.ndindex(obj.shape):
+            obj[index] = _unstub(obj[index], depth + 1)
+        return obj
+    if isinstance(obj, dict):
+        return {_unstub(k, depth + 1): _unstub(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set | frozenset):
+        return type(obj)(_unstub(v, depth + 1) for v in obj)
+    return obj
+
+
 def _allowed_globals() -> dict:
-    reconstruct = np.empty(0).__reduce__()[0]
-    scalar = np.float64(0).__reduce__()[0]
-    frombuffer = np.arange(3).__reduce_ex__(5)[0]
+    reconstruct, scalar, frombuffer = _reconstruct, _scalar, _frombuffer
     allowed = {
         ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
+        ("numpy", "dtype"): _DtypeStub,
         ("_codecs", "encode"): _latin1_encode,
         ("collections", "OrderedDict"): dict,
     }
@@ -121,7 +236,7 @@ def load_npy_restricted(path: str | os.PathLike, *, what: str = ".npy file") -> 
             if not dtype.hasobject:
                 fh.seek(0)
                 return np.load(fh, allow_pickle=False)
-            arr = _RestrictedUnpickler(fh, encoding="ASCII").load()
+            arr = _unstub(_RestrictedUnpickler(fh, encoding="ASCII").load())
         except UnsafeFileError as err:
             raise UnsafeFileError(
                 f"refused to open {what} {path}: it asks to load {err}, which a data file never "
