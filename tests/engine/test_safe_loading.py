@@ -278,3 +278,18 @@ def test_real_cellpose_seg_npy_files_still_load(tmp_path, cellpose_python):
         # and the unrestricted loader sees exactly the same content
         ref = np.load(path, allow_pickle=True).item()
         assert sorted(ref) == sorted(dat)
+
+
+def test_out_of_band_buffer_opcodes_are_refused(tmp_path):
+    """Protocol-5 buffer opcodes never occur in numpy/Cellpose files; on a corrupted stream
+    they made CPython report 'deallocated bytearray object has exported buffers' (an error that
+    failed a fresh-clone test run). They are refused before unpickling, naming the file."""
+    import io as pyio
+    import pickle
+
+    buf = pyio.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|O", "fortran_order": False, "shape": ()})
+    path = tmp_path / "b_seg.npy"
+    path.write_bytes(buf.getvalue() + pickle.dumps(bytearray(b"abc"), protocol=5))
+    with pytest.raises(ValueError, match=r"b_seg\.npy.*BYTEARRAY8"):
+        load_seg_npy(path)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import builtins
 import codecs
+import io
 import os
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +172,27 @@ def _allowed_globals() -> dict:
 _ALLOWED = _allowed_globals()
 
 
+#: Opcodes a numpy/Cellpose pickle never uses: out-of-band buffers (whose clean-up on a corrupt
+#: stream upsets CPython: "deallocated bytearray object has exported buffers"), persistent ids,
+#: the extension registry and the old class-instantiating opcodes.
+_FORBIDDEN_OPCODES = frozenset(
+    {"BYTEARRAY8", "NEXT_BUFFER", "READONLY_BUFFER", "PERSID", "BINPERSID", "EXT1", "EXT2",
+     "EXT4", "INST", "OBJ"}
+)  # fmt: skip
+
+
+def _check_opcodes(data: bytes) -> None:
+    """Walk the pickle's opcodes (nothing is executed) and refuse the ones data never needs."""
+    try:
+        for opcode, _arg, _pos in pickletools.genops(data):
+            if opcode.name in _FORBIDDEN_OPCODES:
+                raise UnsafeFileError(f"pickle opcode {opcode.name}")
+    except UnsafeFileError:
+        raise
+    except Exception as err:  # genops raises ValueError and others on a corrupt stream
+        raise pickle.UnpicklingError(f"corrupt pickle ({err})") from err
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         try:
@@ -236,7 +259,9 @@ def load_npy_restricted(path: str | os.PathLike, *, what: str = ".npy file") -> 
             if not dtype.hasobject:
                 fh.seek(0)
                 return np.load(fh, allow_pickle=False)
-            arr = _unstub(_RestrictedUnpickler(fh, encoding="ASCII").load())
+            data = fh.read()
+            _check_opcodes(data)
+            arr = _unstub(_RestrictedUnpickler(io.BytesIO(data), encoding="ASCII").load())
         except UnsafeFileError as err:
             raise UnsafeFileError(
                 f"refused to open {what} {path}: it asks to load {err}, which a data file never "
