@@ -19,6 +19,7 @@ from scipy import ndimage as ndi
 from cp2_engine.postprocess._dynamics import _label_dtype
 from cp2_engine.postprocess._dynamics3d import follow_flows_3d, get_masks_3d
 from cp2_engine.postprocess._flows import consecutive_labels
+from cp2_engine.postprocess._masks import _remove_small  # dimension-agnostic
 
 logger = logging.getLogger(__name__)
 
@@ -47,15 +48,6 @@ def _hole_owners3d(masks, bg_comp, n_comp):  # pragma: no cover - numba
                             owner[c] = -1
     owner[owner < 0] = 0
     return owner
-
-
-def _remove_small(masks: np.ndarray, min_size: int) -> np.ndarray:
-    counts = np.bincount(masks.ravel())
-    small = counts < min_size
-    small[0] = False
-    if small.any():
-        masks[small[masks]] = 0
-    return masks
 
 
 def fill_holes_and_remove_small_masks_3d(masks: np.ndarray, *, min_size: int = 15) -> np.ndarray:
