@@ -35,11 +35,26 @@ from cp2_engine.postprocess._dynamics import (
 logger = logging.getLogger(__name__)
 
 _CHUNK = 2048  # voxels per parallel task
+_LANES = 8  # trajectories stepped together in one loop
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _corners(dp, c, z0, z1, y0, y1, x0, x1, w000, w001, w010, w011, w100, w101, w110, w111):
+    """Weighted sum of channel ``c`` over the 8 corners (weights 0 off the foreground)."""
+    # summed as a tree (depth 3, not 7): the step is a serial chain, so its latency counts
+    return (
+        (w000 * dp[c, z0, y0, x0] + w001 * dp[c, z0, y0, x1])
+        + (w010 * dp[c, z0, y1, x0] + w011 * dp[c, z0, y1, x1])
+    ) + (
+        (w100 * dp[c, z1, y0, x0] + w101 * dp[c, z1, y0, x1])
+        + (w110 * dp[c, z1, y1, x0] + w111 * dp[c, z1, y1, x1])
+    )
 
 
 @njit(cache=True, nogil=True)
-def _step3d(dp, pz, py, px, lim):  # pragma: no cover - numba
-    """One Euler step from float32 (pz, py, px) with edge-clamped trilinear sampling."""
+def _step3d(dp, fg, div, pz, py, px, lim):  # pragma: no cover - numba
+    """One Euler step from float32 (pz, py, px): edge-clamped trilinear sampling of
+    ``dp * fg / div`` (corners outside ``fg`` read 0), the sum divided once by ``div``."""
     d, h, w = dp.shape[1], dp.shape[2], dp.shape[3]
     z0 = min(d - 1, max(0, np.int64(pz)))
     y0 = min(h - 1, max(0, np.int64(py)))
@@ -53,51 +68,116 @@ def _step3d(dp, pz, py, px, lim):  # pragma: no cover - numba
     gz = np.float32(1.0) - fz
     gy = np.float32(1.0) - fy
     gx = np.float32(1.0) - fx
-    out = np.empty(3, np.float32)
-    for c in range(3):
-        v = (
-            gz * (gy * (gx * dp[c, z0, y0, x0] + fx * dp[c, z0, y0, x1]))
-            + gz * (fy * (gx * dp[c, z0, y1, x0] + fx * dp[c, z0, y1, x1]))
-            + fz * (gy * (gx * dp[c, z1, y0, x0] + fx * dp[c, z1, y0, x1]))
-            + fz * (fy * (gx * dp[c, z1, y1, x0] + fx * dp[c, z1, y1, x1]))
-        )
-        out[c] = v
-    nz = min(lim[0], max(np.float32(0.0), pz + out[0]))
-    ny = min(lim[1], max(np.float32(0.0), py + out[1]))
-    nx = min(lim[2], max(np.float32(0.0), px + out[2]))
+    zero = np.float32(0.0)
+    w000 = gz * gy * gx if fg[z0, y0, x0] else zero
+    w001 = gz * gy * fx if fg[z0, y0, x1] else zero
+    w010 = gz * fy * gx if fg[z0, y1, x0] else zero
+    w011 = gz * fy * fx if fg[z0, y1, x1] else zero
+    w100 = fz * gy * gx if fg[z1, y0, x0] else zero
+    w101 = fz * gy * fx if fg[z1, y0, x1] else zero
+    w110 = fz * fy * gx if fg[z1, y1, x0] else zero
+    w111 = fz * fy * fx if fg[z1, y1, x1] else zero
+    vz = _corners(dp, 0, z0, z1, y0, y1, x0, x1, w000, w001, w010, w011, w100, w101, w110, w111)
+    vy = _corners(dp, 1, z0, z1, y0, y1, x0, x1, w000, w001, w010, w011, w100, w101, w110, w111)
+    vx = _corners(dp, 2, z0, z1, y0, y1, x0, x1, w000, w001, w010, w011, w100, w101, w110, w111)
+    nz = min(lim[0], max(zero, pz + vz / div))
+    ny = min(lim[1], max(zero, py + vy / div))
+    nx = min(lim[2], max(zero, px + vx / div))
     return nz, ny, nx
 
 
 @njit(cache=True, nogil=True)
-def _euler3d_chunk(dp, zs, ys, xs, niter, out, start, end):  # pragma: no cover - numba
+def _euler3d_chunk(dp, fg, div, zs, ys, xs, niter, out, start, end):  # pragma: no cover - numba
+    """Integrate voxels ``start:end``, ``_LANES`` trajectories at a time.
+
+    One step is a serial chain (position -> corners -> sum -> position), so stepping several
+    independent trajectories in one loop lets the CPU overlap their latencies (about 1.3x here).
+    Each trajectory stops at a fixed point or a period-2 cycle exactly as if alone.
+    """
     lim = np.empty(3, np.float32)
     for a in range(3):
         lim[a] = np.float32(dp.shape[a + 1] - 1)
-    for q in range(start, end):
-        pz, py, px = np.float32(zs[q]), np.float32(ys[q]), np.float32(xs[q])
-        oz, oy, ox = np.float32(-1.0), np.float32(-1.0), np.float32(-1.0)
+    pos = np.empty((_LANES, 3), np.float32)
+    old = np.empty((_LANES, 3), np.float32)
+    done = np.empty(_LANES, np.bool_)
+    for base in range(start, end, _LANES):
+        m = min(_LANES, end - base)
+        for lane in range(_LANES):
+            done[lane] = lane >= m
+            if lane < m:
+                pos[lane, 0], pos[lane, 1], pos[lane, 2] = (
+                    zs[base + lane],
+                    ys[base + lane],
+                    xs[base + lane],
+                )
+            old[lane, :] = -1.0
         for t in range(niter):
-            nz, ny, nx = _step3d(dp, pz, py, px, lim)
-            if nz == pz and ny == py and nx == px:
-                break  # fixed point
-            if nz == oz and ny == oy and nx == ox:
-                if (niter - t - 1) % 2 == 1:  # period 2: the final step lands on (pz, py, px)
-                    nz, ny, nx = pz, py, px
-                pz, py, px = nz, ny, nx
+            alive = False
+            for lane in range(_LANES):
+                if done[lane]:
+                    continue
+                pz, py, px = pos[lane, 0], pos[lane, 1], pos[lane, 2]
+                nz, ny, nx = _step3d(dp, fg, div, pz, py, px, lim)
+                if nz == pz and ny == py and nx == px:
+                    done[lane] = True  # fixed point
+                    continue
+                if nz == old[lane, 0] and ny == old[lane, 1] and nx == old[lane, 2]:
+                    done[lane] = True  # period 2: the final position depends on the parity left
+                    if (niter - t - 1) % 2 == 0:
+                        pos[lane, 0], pos[lane, 1], pos[lane, 2] = nz, ny, nx
+                    continue
+                old[lane, 0], old[lane, 1], old[lane, 2] = pz, py, px
+                pos[lane, 0], pos[lane, 1], pos[lane, 2] = nz, ny, nx
+                alive = True
+            if not alive:
                 break
-            oz, oy, ox = pz, py, px
-            pz, py, px = nz, ny, nx
-        out[0, q] = pz
-        out[1, q] = py
-        out[2, q] = px
+        for lane in range(m):
+            for a in range(3):
+                out[a, base + lane] = pos[lane, a]
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def _euler3d(dp, zs, ys, xs, niter, out):  # pragma: no cover - numba
+def _euler3d(dp, fg, div, zs, ys, xs, niter, out):  # pragma: no cover - numba
     n = zs.shape[0]
     n_chunks = (n + _CHUNK - 1) // _CHUNK
     for c in prange(n_chunks):
-        _euler3d_chunk(dp, zs, ys, xs, niter, out, c * _CHUNK, min(n, (c + 1) * _CHUNK))
+        _euler3d_chunk(dp, fg, div, zs, ys, xs, niter, out, c * _CHUNK, min(n, (c + 1) * _CHUNK))
+
+
+def _follow(dP: np.ndarray, mask: np.ndarray, fg: np.ndarray, niter: int, div: float):
+    zs, ys, xs = (a.astype(np.int32) for a in np.nonzero(mask))
+    out = np.empty((3, zs.size), np.float32)
+    dp = np.ascontiguousarray(dP, dtype=np.float32)
+    _euler3d(dp, np.ascontiguousarray(fg, dtype=bool), np.float32(div), zs, ys, xs, niter, out)
+    return out
+
+
+def follow_masked_flows_3d(flows: np.ndarray, fg: np.ndarray, *, niter: int = 200) -> np.ndarray:
+    """:func:`follow_flows_3d` on the step field ``flows * fg / 5`` without building it.
+
+    The network's flows are 5× unit vectors; the step field of Cellpose's dynamics is zero off
+    the foreground ``fg`` and ``flows / 5`` on it. Sampling that field corner by corner (a corner
+    outside ``fg`` reads 0) saves three passes over the whole volume. Returns the final positions
+    of the voxels of ``fg``.
+
+    Examples
+    --------
+    >>> flows = np.zeros((3, 3, 4, 5), np.float32); flows[2] = 5.0
+    >>> fg = np.zeros((3, 4, 5), bool); fg[1, 2, :3] = True
+    >>> follow_masked_flows_3d(flows, fg, niter=5)[2].tolist()  # one voxel past fg: field 0
+    [3.0, 3.0, 3.0]
+    """
+    _check_field(flows, fg, niter)
+    return _follow(flows, fg, fg, int(niter), 5.0)
+
+
+def _check_field(dP, mask, niter) -> None:
+    if dP.ndim != 4 or dP.shape[0] != 3:
+        raise ValueError(f"dP must have shape (3, Z, Y, X) = (dZ, dY, dX), got {dP.shape}")
+    if mask.shape != dP.shape[1:]:
+        raise ValueError(f"mask must have shape {dP.shape[1:]} like dP, got {mask.shape}")
+    if int(niter) != niter or niter < 0:
+        raise ValueError(f"niter must be a non-negative integer, got {niter!r}")
 
 
 def follow_flows_3d(dP: np.ndarray, mask: np.ndarray, *, niter: int = 200) -> np.ndarray:
@@ -126,16 +206,9 @@ def follow_flows_3d(dP: np.ndarray, mask: np.ndarray, *, niter: int = 200) -> np
     """
     dP = np.asarray(dP)
     mask = np.asarray(mask)
-    if dP.ndim != 4 or dP.shape[0] != 3:
-        raise ValueError(f"dP must have shape (3, Z, Y, X) = (dZ, dY, dX), got {dP.shape}")
-    if mask.shape != dP.shape[1:]:
-        raise ValueError(f"mask must have shape {dP.shape[1:]} like dP, got {mask.shape}")
-    if int(niter) != niter or niter < 0:
-        raise ValueError(f"niter must be a non-negative integer, got {niter!r}")
-    zs, ys, xs = (a.astype(np.int32) for a in np.nonzero(mask))
-    out = np.empty((3, zs.size), np.float32)
-    _euler3d(np.ascontiguousarray(dP, dtype=np.float32), zs, ys, xs, int(niter), out)
-    return out
+    _check_field(dP, mask, niter)
+    everywhere = np.ones(mask.shape, bool)
+    return _follow(dP, mask, everywhere, int(niter), 1.0)
 
 
 @njit(cache=True, nogil=True)

@@ -17,9 +17,9 @@ from numba import njit
 from scipy import ndimage as ndi
 
 from cp2_engine.postprocess._dynamics import _label_dtype
-from cp2_engine.postprocess._dynamics3d import follow_flows_3d, get_masks_3d
+from cp2_engine.postprocess._dynamics3d import follow_masked_flows_3d, get_masks_3d
 from cp2_engine.postprocess._flows import consecutive_labels
-from cp2_engine.postprocess._masks import _remove_small  # dimension-agnostic
+from cp2_engine.postprocess._masks import _all_finite
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,8 @@ def fill_holes_and_remove_small_masks_3d(masks: np.ndarray, *, min_size: int = 1
     masks : ndarray, shape (Z, Y, X)
         Integer labels, 0 = background (not modified).
     min_size : int
-        Masks with fewer voxels are removed, before and after hole filling; <= 0 disables.
+        Masks with fewer voxels are removed (before hole filling, which only grows masks);
+        <= 0 disables.
 
     Returns
     -------
@@ -81,20 +82,75 @@ def fill_holes_and_remove_small_masks_3d(masks: np.ndarray, *, min_size: int = 1
     masks = np.asarray(masks)
     if masks.ndim != 3:
         raise ValueError(f"masks must be a 3-D (Z, Y, X) label volume, got shape {masks.shape}")
-    lab, ids = consecutive_labels(masks)
-    if len(ids) == 0:
+    lab, n = _relabel_by_size(masks, min_size)
+    if n == 0:
         return np.zeros(masks.shape, np.uint16)
-    if min_size > 0:
-        lab = _remove_small(lab, min_size)
-    bg_comp, n_comp = ndi.label(lab == 0)
-    if n_comp:
-        owner = _hole_owners3d(lab, bg_comp, n_comp)
-        fill = owner[bg_comp]
-        lab[fill > 0] = fill[fill > 0]
-    if min_size > 0:
-        lab = _remove_small(lab, min_size)
-    lab, ids = consecutive_labels(lab)
-    return lab.astype(_label_dtype(len(ids)))
+    for box in ndi.find_objects(lab, max_label=n):
+        if box is not None:
+            _fill_holes_in_box(lab, box)
+    return lab.astype(_label_dtype(n), copy=False)
+
+
+def _fill_holes_in_box(lab: np.ndarray, box: tuple) -> None:
+    """Fill the holes that lie in one mask's bounding box grown by one voxel, in place.
+
+    A hole of mask ``i`` is inside ``i``'s box, and a background component of the grown box
+    that does not touch the box's faces is a whole component of the volume, so looking only
+    there (a few percent of a crowded volume) finds the same holes as labelling everything.
+    """
+    box = tuple(
+        slice(max(0, s.start - 1), min(size, s.stop + 1)) for s, size in zip(box, lab.shape)
+    )
+    sub = lab[box]
+    comp, n_comp = ndi.label(sub == 0)
+    if n_comp == 0:
+        return
+    owner = _hole_owners3d(sub, comp, n_comp)  # the box's faces count as the border
+    if owner.any():
+        fill = owner[comp]
+        sub[fill > 0] = fill[fill > 0]
+
+
+@njit(cache=True, nogil=True)
+def _count_labels(flat, top):  # pragma: no cover - numba
+    counts = np.zeros(top + 1, np.int64)
+    for v in flat:
+        counts[v] += 1
+    return counts
+
+
+@njit(cache=True, nogil=True)
+def _apply_lut(flat, lut, out):  # pragma: no cover - numba
+    for i in range(flat.shape[0]):
+        out[i] = lut[flat[i]]
+
+
+def _relabel_by_size(masks: np.ndarray, min_size: int) -> tuple[np.ndarray, int]:
+    """Labels 1..n (int32) of the masks with at least ``min_size`` voxels, in id order.
+
+    Filling holes only grows masks, so checking sizes once, before it, is enough.
+    """
+    if not np.issubdtype(masks.dtype, np.integer) and masks.dtype != bool:
+        raise TypeError(f"masks must be an integer label volume, got dtype {masks.dtype}")
+    if masks.dtype == bool:
+        masks = masks.view(np.uint8)
+    flat = np.ascontiguousarray(masks).ravel()
+    if flat.size == 0 or int(flat.max()) == 0:
+        return np.zeros(masks.shape, np.int32), 0
+    if int(flat.min()) < 0:
+        raise ValueError("masks must be >= 0 (0 = background)")
+    top = int(flat.max())
+    if top > 4 * flat.size + 16:  # sparse huge ids: renumber first
+        lab, ids = consecutive_labels(masks)
+        flat, top = lab.ravel(), len(ids)
+    counts = _count_labels(flat, top)
+    keep = counts >= max(int(min_size), 1)
+    keep[0] = False
+    lut = np.cumsum(keep, dtype=np.int64).astype(np.int32)
+    lut[~keep] = 0
+    out = np.empty(flat.size, np.int32)
+    _apply_lut(flat, lut, out)
+    return out.reshape(masks.shape), int(lut[-1])
 
 
 def compute_masks_3d(
@@ -143,14 +199,13 @@ def compute_masks_3d(
             f"expected dP (3, Z, Y, X) and cellprob (Z, Y, X), got {dP.shape}, {cellprob.shape}"
         )
     for name, arr in (("dP", dP), ("cellprob", cellprob)):
-        if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
+        if not np.issubdtype(arr.dtype, np.number) or not _all_finite(arr):
             raise ValueError(f"{name} must hold finite real numbers")
     fg = cellprob > cellprob_threshold
     if not fg.any():
         logger.info("no foreground voxels above cellprob_threshold=%s", cellprob_threshold)
         return np.zeros(cellprob.shape, np.uint16)
-    field = dP.astype(np.float32) * fg / np.float32(5.0)
-    positions = follow_flows_3d(field, fg, niter=niter)
+    positions = follow_masked_flows_3d(dP, fg, niter=niter)
     masks = get_masks_3d(positions, fg, max_size_fraction=max_size_fraction)
     return fill_holes_and_remove_small_masks_3d(masks, min_size=min_size)
 
