@@ -238,8 +238,13 @@ class SegmentWidget(Container):
             self._ws.tasks.remove(self.task)
 
     def _on_progress(self, item) -> None:
-        if isinstance(item, str):
-            self._status.value = item
+        if not isinstance(item, str):
+            return
+        total = getattr(item, "total", None)  # a ProgressText: done of total (0: busy)
+        if total is not None:
+            self._progress.max = total
+            self._progress.value = max(0, min(item.done, total))
+        self._status.value = item
 
     def _finish(self, on_done, result) -> None:
         self._end()

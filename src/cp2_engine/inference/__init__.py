@@ -11,8 +11,10 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "_classic": ["ClassicSegmenter"],
         "_config": ["SegmentConfig", "resolve_niter"],
         "_diameter": ["DiameterEstimate", "refine_diameter"],
-        "_model": ["Model", "Segmentation", "masks_from_flows"],
+        "_model": ["Model", "masks_from_flows"],
+        "_planes": ["PlaneProgress"],
         "_protocol": ["SegmentProgress", "Segmenter", "iter_segment_many"],
+        "_segmentation": ["Segmentation"],
         "_size_model": ["MIN_DIAMETER", "SizeModel", "fit_size_model"],
         "_tiling": [
             "TileGrid",

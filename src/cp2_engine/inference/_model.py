@@ -7,84 +7,29 @@ Nothing here is an algorithm of its own; each step lives in its module.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Generator, Iterable, Iterator
 
 import numpy as np
 import torch
 
 from cp2_engine.inference._config import SegmentConfig, resolve_niter
 from cp2_engine.inference._diameter import refine_diameter
+from cp2_engine.inference._planes import PlaneProgress
 from cp2_engine.inference._protocol import SegmentProgress, iter_segment_many
-from cp2_engine.inference._segment3d import masks_from_stack_flows, segment_stack
+from cp2_engine.inference._segment3d import iter_segment_stack, masks_from_stack_flows
+from cp2_engine.inference._segmentation import Segmentation, _Timer
 from cp2_engine.inference._tiling import run_tiled
 from cp2_engine.inference._transforms import convert_image, fit_channels, resize_image
 from cp2_engine.network import resolve_device, use_channels_last
+from cp2_engine.util import drain
 
 __all__ = ["Model", "Segmentation", "masks_from_flows"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, eq=False)
-class Segmentation:
-    """Result of :meth:`Model.segment` (all arrays at the original image size).
-
-    Attributes
-    ----------
-    masks : numpy.ndarray
-        ``(H, W)`` labels, 0 = background, uint16 (uint32 above 65535 masks).
-    flows : numpy.ndarray
-        float32 ``(2, H, W)`` predicted (dY, dX) in network units (5 x unit vectors).
-    cellprob : numpy.ndarray
-        float32 ``(H, W)`` cell-probability logits.
-    style : numpy.ndarray
-        float32 ``(256,)`` unit-length style vector of the image.
-    diameter : float
-        Diameter (pixels) the image was segmented at.
-    rescale : float
-        ``diam_mean / diameter``: factor the image was resized by for the network.
-    niter : int
-        Euler steps used for the masks (reused by :meth:`Model.recompute_masks`).
-    config : SegmentConfig
-        The settings of the run.
-    timings : dict
-        Seconds per stage (``prepare``, ``network``, ``resize``, ``masks``, ``total``; plus
-        ``diameter`` when it was estimated).
-    """
-
-    masks: np.ndarray
-    flows: np.ndarray
-    cellprob: np.ndarray
-    style: np.ndarray
-    diameter: float
-    rescale: float
-    niter: int
-    config: SegmentConfig
-    timings: dict = field(default_factory=dict)
-
-    @property
-    def n_masks(self) -> int:
-        """Number of masks."""
-        return int(self.masks.max()) if self.masks.size else 0
-
-
-class _Timer:
-    def __init__(self) -> None:
-        self.times: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str):
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - t0
 
 
 def masks_from_flows(flows, cellprob, *, config: SegmentConfig, niter: int) -> np.ndarray:
@@ -334,11 +279,56 @@ class Model:
         >>> seg.n_masks
         0
         """
+        return drain(
+            self.iter_segment(
+                image, diameter=diameter, channels=channels, config=config, **overrides
+            )
+        )
+
+    def iter_segment(
+        self, image, *, diameter=None, channels=None, config=None, **overrides
+    ) -> Generator[PlaneProgress, None, Segmentation]:
+        """:meth:`segment` as a generator of progress events (GUIs, long z-stacks).
+
+        Parameters
+        ----------
+        image : array_like
+            As :meth:`segment`: a 2-D image, or a z-stack with ``do_3d=True`` or
+            ``stitch_threshold > 0``.
+        diameter, channels, config, **overrides
+            As :meth:`segment`.
+
+        Yields
+        ------
+        PlaneProgress
+            For a z-stack: ``stage`` (``"YX planes"``, ``"ZX planes"``, ``"ZY planes"`` with
+            ``do_3d``; ``"planes"`` when stitching; then ``"masks"``) and ``done`` of ``total``,
+            at the start of each stage and after every batch that finishes planes; each stage
+            ends with ``done == total``. Nothing for a 2-D image.
+
+        Returns
+        -------
+        Segmentation
+            The generator's return value: what :meth:`segment` returns, bit for bit
+            (:func:`cp2_engine.util.drain` runs the generator and returns it).
+
+        Examples
+        --------
+        >>> from cp2_engine.util import drain
+        >>> stack = np.random.default_rng(0).random((4, 32, 32))
+        >>> gen = Model.random(seed=0).iter_segment(stack, do_3d=True, diameter=30)
+        >>> events = []
+        >>> seg = drain(gen, on_event=events.append)
+        >>> [(e.stage, e.done) for e in events if e.done == e.total]
+        [('YX planes', 4), ('ZX planes', 32), ('ZY planes', 32), ('masks', 1)]
+        >>> seg.masks.shape
+        (4, 32, 32)
+        """
         config = self._config(config, {**overrides, "diameter": diameter, "channels": channels})
         timer = _Timer()
         if config.do_3d or config.stitch_threshold > 0:
             with timer("total"):
-                fields = segment_stack(self, image, config, timer)
+                fields = yield from iter_segment_stack(self, image, config, timer)
             return Segmentation(**fields, timings=timer.times)
         with timer("total"):
             with timer("prepare"):

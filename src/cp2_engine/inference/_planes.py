@@ -8,6 +8,9 @@ planes, so thin planes (ZY / ZX planes of a short stack) still fill a batch.
 
 from __future__ import annotations
 
+from collections.abc import Generator
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -27,6 +30,26 @@ from cp2_engine.inference._transforms import (
     resize_image,
 )
 from cp2_engine.network import inference_forward
+from cp2_engine.util import drain
+
+
+@dataclass(frozen=True)
+class PlaneProgress:
+    """Progress of a z-stack segmentation: ``done`` of ``total`` steps of ``stage``.
+
+    ``stage`` is ``"YX planes"``, ``"ZX planes"`` or ``"ZY planes"`` (the network on the planes
+    of one orientation, ``do_3d``), ``"planes"`` (the network on the planes of a stitched run)
+    or ``"masks"`` (the dynamics and clustering: 0 of 1 before, 1 of 1 after).
+
+    Examples
+    --------
+    >>> PlaneProgress("YX planes", 3, 8)
+    PlaneProgress(stage='YX planes', done=3, total=8)
+    """
+
+    stage: str
+    done: int
+    total: int
 
 
 def _channel_axis4(shape, z_axis: int, channel_axis: int | None) -> int:
@@ -127,7 +150,29 @@ def run_planes(net, vol: np.ndarray, config, *, device, channels_last: bool):
     """Run the network on every plane ``vol[:, i]`` of ``vol`` ``(C, N, H, W)``.
 
     Returns the float32 ``(nout, N, H, W)`` blended outputs and the float64 sum of the tile
-    styles with the number of tiles (for an average style).
+    styles with the number of tiles (for an average style). :func:`iter_run_planes` is the
+    same run as a generator of progress events.
+    """
+    return drain(iter_run_planes(net, vol, config, device=device, channels_last=channels_last))
+
+
+def iter_run_planes(
+    net, vol: np.ndarray, config, *, device, channels_last: bool, stage: str = "planes"
+) -> Generator[PlaneProgress, None, tuple]:
+    """:func:`run_planes` as a generator: yields ``PlaneProgress(stage, done, N)`` first with
+    ``done=0``, then after every batch of tiles that finishes planes; returns what
+    :func:`run_planes` returns.
+
+    Examples
+    --------
+    >>> from cp2_engine.inference import Model, SegmentConfig
+    >>> net, config = Model.random(seed=0).net, SegmentConfig(batch_size=2)
+    >>> gen = iter_run_planes(net, np.ones((2, 3, 16, 16)), config, device="cpu",
+    ...                       channels_last=False, stage="YX planes")
+    >>> events = []
+    >>> out, style, n_tiles = drain(gen, on_event=events.append)
+    >>> [e.done for e in events], out.shape
+    ([0, 2, 3], (3, 3, 16, 16))
     """
     c, n, h, w = vol.shape
     bsize, augment, batch_size = config.bsize, config.augment, config.batch_size
@@ -146,8 +191,10 @@ def run_planes(net, vol: np.ndarray, config, *, device, channels_last: bool):
     jobs = [(p, t) for p in range(n) for t in tiles]
     out, acc, style = None, {}, torch.zeros(0, dtype=torch.float64)
     batch = torch.empty((min(batch_size, len(jobs)), c, ty, tx), device=dev)
+    done = 0
+    yield PlaneProgress(stage, done, n)
     for b0 in range(0, len(jobs), batch_size):
-        chunk = jobs[b0 : b0 + batch_size]
+        chunk, before = jobs[b0 : b0 + batch_size], done
         for k, (p, (iy, ix, ys, xs)) in enumerate(chunk):
             t = padded[:, p, ys : ys + ty, xs : xs + tx].to(dev)
             batch[k] = torch.flip(t, [d for d, o in ((-2, iy % 2), (-1, ix % 2)) if o]) if (
@@ -165,6 +212,9 @@ def run_planes(net, vol: np.ndarray, config, *, device, channels_last: bool):
             a[:, ys : ys + ty, xs : xs + tx].addcmul_(yk, mask)
             if (iy, ix, ys, xs) == tiles[-1]:
                 out[:, p] = (acc.pop(p) / weight)[:, py[0] : py[0] + h, px[0] : px[0] + w].cpu()
+                done += 1
+        if done > before:
+            yield PlaneProgress(stage, done, n)
     return out, style.numpy(), len(jobs)
 
 

@@ -13,22 +13,33 @@
 
 The diameter of a stack is ``config.diameter`` or the model's default (no size-model estimate
 on stacks, as in Cellpose).
+
+:func:`iter_segment_stack` is the run as a generator of :class:`PlaneProgress` events (after
+every batch of planes of each orientation, and around the masks); :func:`segment_stack` drains it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Generator
 
 import numpy as np
 
 from cp2_engine.inference._config import SegmentConfig, resolve_niter
-from cp2_engine.inference._planes import prepare_stack, resize_planes, resize_volume, run_planes
+from cp2_engine.inference._planes import (
+    PlaneProgress,
+    iter_run_planes,
+    prepare_stack,
+    resize_planes,
+    resize_volume,
+)
 from cp2_engine.network import use_channels_last
+from cp2_engine.util import drain
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["is_stack_run", "masks_from_stack_flows", "segment_stack"]
+__all__ = ["is_stack_run", "iter_segment_stack", "masks_from_stack_flows", "segment_stack"]
 
 
 def is_stack_run(config: SegmentConfig) -> bool:
@@ -74,14 +85,25 @@ def masks_from_stack_flows(flows, cellprob, *, config: SegmentConfig, niter: int
     return fill_holes_and_remove_small_masks_3d(planes, min_size=config.min_size)
 
 
-def _net_run(model, vol, config):
-    return run_planes(
+def _net_run(model, vol, config, stage: str) -> Generator:
+    """The network on every plane of ``vol``: yields progress, returns ``run_planes``' output."""
+    return iter_run_planes(
         model.net,
         vol,
         config,
         device=model.device,
         channels_last=use_channels_last(config.channels_last, model.device),
+        stage=stage,
     )
+
+
+def _masks(flows, cellprob, config: SegmentConfig, niter: int, timer) -> Generator:
+    """:func:`masks_from_stack_flows` between two ``"masks"`` progress events."""
+    yield PlaneProgress("masks", 0, 1)
+    with timer("masks"):
+        masks = masks_from_stack_flows(flows, cellprob, config=config, niter=niter)
+    yield PlaneProgress("masks", 1, 1)
+    return masks
 
 
 def _unit_style(style_sum: np.ndarray) -> np.ndarray:
@@ -89,12 +111,12 @@ def _unit_style(style_sum: np.ndarray) -> np.ndarray:
     return (style_sum / norm if norm > 0 else style_sum).astype(np.float32)
 
 
-def _flows_3d(model, x: np.ndarray, config: SegmentConfig, timer):
+def _flows_3d(model, x: np.ndarray, config: SegmentConfig, timer) -> Generator:
     """Network output ``(4, Z', Y', X')`` = (dZ, dY, dX, cellprob) at network scale, style."""
-    with timer("network"):
-        yx, style, _ = _net_run(model, x, config)  # planes along Z: (3, Z, Y, X)
-        zx, _, _ = _net_run(model, np.swapaxes(x, 1, 2), config)  # along Y: (3, Y, Z, X)
-        zy, _, _ = _net_run(model, np.moveaxis(x, 3, 1), config)  # along X: (3, X, Z, Y)
+    with timer("network"):  # planes along Z, Y, X: (3, Z, Y, X), (3, Y, Z, X), (3, X, Z, Y)
+        yx, style, _ = yield from _net_run(model, x, config, "YX planes")
+        zx, _, _ = yield from _net_run(model, np.swapaxes(x, 1, 2), config, "ZX planes")
+        zy, _, _ = yield from _net_run(model, np.moveaxis(x, 3, 1), config, "ZY planes")
     with timer("combine"):
         zx = np.swapaxes(zx, 1, 2)  # -> (3, Z, Y, X): (dZ, dX, cellprob)
         zy = np.moveaxis(zy, 1, 3)  # -> (3, Z, Y, X): (dZ, dY, cellprob)
@@ -111,7 +133,7 @@ def _flows_3d(model, x: np.ndarray, config: SegmentConfig, timer):
     return yf, _unit_style(style)
 
 
-def _segment_3d(model, x, config: SegmentConfig, diameter: float, timer):
+def _segment_3d(model, x, config: SegmentConfig, diameter: float, timer) -> Generator:
     from scipy.ndimage import gaussian_filter
 
     rescale = model.diam_mean / diameter
@@ -122,7 +144,7 @@ def _segment_3d(model, x, config: SegmentConfig, diameter: float, timer):
         raise ValueError(f"the stack {shape} would be {net_shape} for the network: too small")
     with timer("resize"):
         xs = resize_volume(x, net_shape) if net_shape != shape else x
-    yf, style = _flows_3d(model, xs, config, timer)
+    yf, style = yield from _flows_3d(model, xs, config, timer)
     if config.flow3d_smooth > 0:
         with timer("smooth"):
             s = config.flow3d_smooth
@@ -131,8 +153,7 @@ def _segment_3d(model, x, config: SegmentConfig, diameter: float, timer):
     if config.resample and yf.shape[1:] != shape:
         with timer("resize"):
             yf = resize_volume(yf, shape)
-    with timer("masks"):
-        masks = masks_from_stack_flows(yf[:3], yf[3], config=config, niter=niter)
+    masks = yield from _masks(yf[:3], yf[3], config, niter, timer)
     if masks.shape != shape:
         with timer("resize"):
             masks = resize_volume(masks, shape, interpolation="nearest")
@@ -140,20 +161,19 @@ def _segment_3d(model, x, config: SegmentConfig, diameter: float, timer):
     return masks, yf[:3], yf[3], style, rescale, niter
 
 
-def _segment_stitched(model, x, config: SegmentConfig, diameter: float, timer):
+def _segment_stitched(model, x, config: SegmentConfig, diameter: float, timer) -> Generator:
     rescale = model.diam_mean / diameter
     shape = x.shape[1:]
     net_hw = (int(shape[1] * rescale), int(shape[2] * rescale))
     if min(net_hw) < 2:
         raise ValueError(f"planes of {shape[1:]} would be {net_hw} for the network: too small")
     with timer("network"):
-        y, style, _ = _net_run(model, resize_planes(x, net_hw), config)
+        y, style, _ = yield from _net_run(model, resize_planes(x, net_hw), config, "planes")
     niter = resolve_niter(config.niter, rescale=rescale, resample=config.resample)
     if config.resample:
         with timer("resize"):
             y = resize_planes(y, shape[1:])
-    with timer("masks"):
-        masks = masks_from_stack_flows(y[:2], y[2], config=config, niter=niter)
+    masks = yield from _masks(y[:2], y[2], config, niter, timer)
     if masks.shape != shape:
         with timer("resize"):
             masks = resize_planes(masks, shape[1:], interpolation="nearest")
@@ -165,6 +185,12 @@ def segment_stack(model, image, config: SegmentConfig, timer) -> dict:
     """:meth:`Model.segment` for a stack (``do_3d`` or ``stitch_threshold``): the fields of its
     Segmentation, with ``(Z, Y, X)`` masks and cell probability and ``(3 or 2, Z, Y, X)`` flows.
     """
+    return drain(iter_segment_stack(model, image, config, timer))
+
+
+def iter_segment_stack(model, image, config: SegmentConfig, timer) -> Generator:
+    """:func:`segment_stack` as a generator: yields :class:`PlaneProgress` events (none for a
+    constant stack), returns the fields of the Segmentation."""
     if config.do_3d and config.augment:
         raise ValueError("augment is not supported with do_3d (flips of thin ZY/ZX planes)")
     with timer("prepare"):
@@ -182,7 +208,7 @@ def segment_stack(model, image, config: SegmentConfig, timer) -> dict:
         out = (*out, model.diam_mean / diameter, niter)
     else:
         run = _segment_3d if config.do_3d else _segment_stitched
-        out = run(model, x, config, diameter, timer)
+        out = yield from run(model, x, config, diameter, timer)
     masks, flows, cellprob, style, rescale, niter = out
     return {
         "masks": masks,
