@@ -8,6 +8,8 @@
   with ``grid_sample`` (half-voxel offset) and cp2 with trilinear sampling at the position, so
   partitions agree as objects, not voxel for voxel.
 * The 3-D dynamics alone, on the same noisy flows: the same objects.
+* ``_seg.npy`` of a stack: a file written by Cellpose's ``masks_flows_to_seg`` opens in cp2 (with
+  the restricted unpickler), and cp2's file has the same keys, shapes and dtypes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 from scipy import ndimage as ndi
 
 from cp2_engine.inference import Model
+from cp2_engine.io import load_seg_npy, save_seg_npy
 from cp2_engine.metrics import average_precision
 from cp2_engine.network import bundled_dir, save_model
 from cp2_engine.postprocess import compute_masks_3d, masks_to_flows_3d
@@ -46,6 +49,9 @@ _SCRIPT = textwrap.dedent(
     stack = np.load(folder + "/stack.npy")
     masks, flows, _ = m.eval(stack, diameter=17.0, channels=[0, 0], z_axis=0, do_3D=True)
     np.savez(folder + "/nuclei3d.npz", masks=masks, dP=flows[1], cellprob=flows[2])
+    from cellpose import io as cio
+    cio.masks_flows_to_seg(stack, masks, flows, folder + "/cp_stack.tif", diams=17.0,
+                           channels=[0, 0])
     masks, flows, _ = m.eval(stack, diameter=17.0, channels=[0, 0], z_axis=0,
                              stitch_threshold=0.5)
     np.savez(folder + "/stitch.npz", masks=masks, dP=flows[1], cellprob=flows[2])
@@ -130,3 +136,30 @@ def test_3d_dynamics_on_the_same_flows(case):
     ours = compute_masks_3d(dP, cellprob)
     assert average_precision(ref, ours, thresholds=(0.5,)).ap[0, 0] >= 0.98
     assert average_precision(cells, ours, thresholds=(0.5,)).ap[0, 0] >= 0.95
+
+
+def test_stack_seg_npy_has_the_layout_cellpose_writes(case, nuclei, tmp_path):
+    folder, _, _, stack, *_ = case
+    ref = load_seg_npy(folder / "cp_stack_seg.npy")  # a Cellpose 3-D file opens safely
+    seg = nuclei.segment(stack.image, diameter=17.0, do_3d=True)
+    path = save_seg_npy(
+        tmp_path / "stack.tif",
+        image=stack.image,
+        masks=seg.masks,
+        flows=seg.flows,
+        cellprob=seg.cellprob,
+        diameter=17.0,
+    )
+    ours = load_seg_npy(path)
+    assert set(ref) - set(ours) <= {"restore", "ratio", "normalize_params"}
+    for key in ("masks", "outlines"):
+        assert ours[key].shape == ref[key].shape, key
+    assert ours["img"].shape == stack.image.shape  # Cellpose leaves the stack out; cp2 keeps it
+    assert ours["masks"].dtype == ref["masks"].dtype
+    assert len(ours["flows"]) == len(ref["flows"])
+    for k, (a, b) in enumerate(zip(ours["flows"], ref["flows"])):
+        if isinstance(b, np.ndarray) and b.size:
+            assert (a.shape, a.dtype) == (b.shape, b.dtype), f"flows[{k}]"
+    np.testing.assert_array_equal(ours["flows"][4][:3], seg.flows)
+    assert ((ours["outlines"] > 0) <= (ours["masks"] > 0)).all()
+    assert ours["outlines"][ours["masks"] > 0].any() and ours["outlines"].shape[0] == 12

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import tifffile
 
 from cp2_engine.cli import main
+from cp2_engine.io import load_seg_npy
 from cp2_engine.network import bundled_dir
 from cp2_engine.synthetic import touching_cells_3d
 
@@ -22,6 +24,9 @@ def test_segment_stack(tmp_path, capsys, extra):
     assert main(args) == 0
     masks = tifffile.imread(tmp_path / "out" / "stack_cp_masks.tif")
     assert masks.shape == stack.labels.shape and masks.max() >= 3
+    seg = load_seg_npy(tmp_path / "out" / "stack_seg.npy")  # the Cellpose GUI's file
+    np.testing.assert_array_equal(seg["masks"], masks)
+    assert seg["flows"][4].shape[1:] == masks.shape and seg["outlines"].shape == masks.shape
     assert "stack.tif:" in capsys.readouterr().out
 
 

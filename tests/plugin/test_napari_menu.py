@@ -101,6 +101,21 @@ def test_reader_and_writers_through_napari(make_napari_viewer, tmp_path):
     assert tif.read_bytes() == before
 
 
+def test_z_stack_labels_save_and_open_as_seg_npy(make_napari_viewer, tmp_path):
+    from cp2_engine.synthetic import touching_cells_3d
+
+    viewer = make_napari_viewer()
+    stack = touching_cells_3d((6, 40, 40), diameter=12, seed=2)
+    labels = viewer.add_labels(stack.labels.astype(np.uint16), name="stack")
+    npy = tmp_path / "stack_seg.npy"
+    assert labels.save(str(npy), plugin=PLUGIN) == [str(npy)]
+    new = viewer.open(str(npy), plugin=PLUGIN)
+    read = [layer for layer in new if layer.name == "stack_cp2_masks"]
+    assert read and read[-1].data.ndim == 3
+    np.testing.assert_array_equal(read[-1].data > 0, stack.labels > 0)
+    assert read[-1].data.max() == len(np.unique(stack.labels)) - 1
+
+
 def _delete_two_draw_one(viewer, cor, labels_layer):
     """The human's corrections, through the Correct panel: delete two ROIs, draw one."""
     ids = [int(i) for i in np.unique(labels_layer.data) if i]

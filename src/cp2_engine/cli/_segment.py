@@ -118,9 +118,6 @@ def _write_outputs(image, seg, outputs: dict[str, Path], model_name: str) -> Non
     from cp2_engine import io, viz
 
     io.save_masks(outputs["masks"], seg.masks, overwrite=True)
-    if seg.masks.ndim == 3:
-        logger.warning("z-stack: only the masks TIFF is written (_seg.npy, PNG, ROIs are 2-D)")
-        return
     if "npy" in outputs:
         io.save_seg_npy(
             outputs["npy"],
@@ -135,6 +132,9 @@ def _write_outputs(image, seg, outputs: dict[str, Path], model_name: str) -> Non
             cellprob_threshold=seg.config.cellprob_threshold,
             overwrite=True,
         )
+    if seg.masks.ndim == 3:
+        logger.warning("z-stack: masks TIFF and _seg.npy written (PNG, ROIs, overlay are 2-D)")
+        return
     if "png" in outputs:
         io.save_masks(outputs["png"], seg.masks, overwrite=True)
     if "rois" in outputs and seg.n_masks > 0:

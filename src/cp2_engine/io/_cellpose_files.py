@@ -120,20 +120,35 @@ def _seg_flows(flows, cellprob, shape) -> list:
     if flows is None and cellprob is None:
         return [[], [], [], [], [[]]]  # the Cellpose GUI's "no flows" value
     if flows is None or cellprob is None:
-        raise ValueError("pass both flows (2, H, W) and cellprob (H, W), or neither")
+        raise ValueError("pass both flows and cellprob, or neither")
     dP = np.asarray(flows, dtype=np.float32)
     prob = np.asarray(cellprob, dtype=np.float32)
-    if dP.shape != (2, *shape) or prob.shape != tuple(shape):
+    # 2-D: (dY, dX); stack: (dZ, dY, dX) from 3-D runs or (dY, dX) per plane from stitched runs
+    n_flow = (2,) if len(shape) == 2 else (3, 2)
+    if dP.ndim != len(shape) + 1 or dP.shape[0] not in n_flow or dP.shape[1:] != tuple(shape):
         raise ValueError(
-            f"expected flows (2, {shape[0]}, {shape[1]}) and cellprob {tuple(shape)}, got "
-            f"{dP.shape} and {prob.shape}"
+            f"expected flows ({' or '.join(map(str, n_flow))}, {', '.join(map(str, shape))}) "
+            f"and cellprob {tuple(shape)}, got {dP.shape} and {prob.shape}"
         )
-    rgb = flow_to_rgb(dP)[np.newaxis]
+    if prob.shape != tuple(shape):
+        raise ValueError(f"expected cellprob {tuple(shape)}, got {prob.shape}")
+    if len(shape) == 2:
+        rgb = flow_to_rgb(dP)[np.newaxis]
+        return [
+            rgb,
+            scale_to_uint8(prob)[np.newaxis],
+            np.zeros_like(rgb),
+            np.zeros((2, *shape), dtype=np.float32),
+            np.concatenate([dP, prob[np.newaxis]], axis=0),
+        ]
+    # stacks, as Cellpose writes them: per-plane RGB of (dY, dX), the scaled cell probability,
+    # the first flow component as uint8 centred on 127, final positions, flows + cellprob
+    rgb = np.stack([flow_to_rgb(dP[-2:, z]) for z in range(shape[0])])
     return [
         rgb,
-        scale_to_uint8(prob)[np.newaxis],
-        np.zeros_like(rgb),
-        np.zeros((2, *shape), dtype=np.float32),
+        scale_to_uint8(prob),
+        np.clip(dP[0] / 10 * 127 + 127, 0, 255).astype(np.uint8),
+        np.zeros(dP.shape, dtype=np.float32),
         np.concatenate([dP, prob[np.newaxis]], axis=0),
     ]
 
@@ -147,6 +162,21 @@ def _consecutive(masks: np.ndarray) -> np.ndarray:
         logger.info("renumbering masks to 1..%d for the Cellpose GUI", n)
         masks = relabel_sequential(masks)[0]
     return _label_dtype(masks)
+
+
+def _image_matches(image: tuple, masks: tuple) -> bool:
+    """Masks (Y, X) or (Z, Y, X) fit images with channels first or last (and (Z, C, Y, X))."""
+    nd = len(masks)
+    if image[:nd] == masks or image[-nd:] == masks:
+        return True
+    return nd == 3 and len(image) == 4 and (image[0], *image[2:]) == masks
+
+
+def _outlines(masks: np.ndarray) -> np.ndarray:
+    """Outlines as Cellpose draws them: per plane for a z-stack."""
+    if masks.ndim == 3:
+        return np.stack([masks_outlines(plane) for plane in masks])
+    return masks_outlines(masks)
 
 
 def _seg_path(path: Path) -> tuple[Path, str]:
@@ -224,10 +254,10 @@ def save_seg_npy(
 
     out, filename = _seg_path(Path(path))
     masks = _consecutive(np.asarray(masks))
-    if masks.ndim != 2:
-        raise ValueError(f"masks must be (H, W), got shape {masks.shape}")
+    if masks.ndim not in (2, 3):
+        raise ValueError(f"masks must be (H, W) or a z-stack (Z, H, W), got shape {masks.shape}")
     image = np.asarray(image)
-    if image.shape[:2] != masks.shape and image.shape[-2:] != masks.shape:
+    if not _image_matches(image.shape, masks.shape):
         raise ValueError(f"image shape {image.shape} does not match masks {masks.shape}")
     n = int(masks.max()) if masks.size else 0
     manual = np.zeros(n, dtype=bool) if ismanual is None else np.asarray(ismanual, dtype=bool)
@@ -235,7 +265,7 @@ def save_seg_npy(
         raise ValueError(f"ismanual must hold one flag per mask ({n}), got {manual.shape}")
     est_diam = diameters(masks)[0]
     dat = {
-        "outlines": masks_outlines(masks),
+        "outlines": _outlines(masks),
         "colors": np.random.default_rng(n).integers(64, 256, size=(n, 3), dtype=np.uint8),
         "masks": masks,
         "chan_choose": [int(c) for c in channels],
