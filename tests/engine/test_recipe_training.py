@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from cp2_engine.recipes import (
     train_recipe,
 )
 from cp2_engine.synthetic import touching_cells
-from cp2_engine.training import StepEvent
+from cp2_engine.training import CheckpointSaved, StepEvent
 
 RECIPE = """
 name = "tiny"
@@ -152,6 +153,51 @@ def test_resume_after_close_replays_the_same_losses(setup):
     a = load_recipe_checkpoint(tmp / "a" / "cycle1" / "train.ckpt")["ema"]
     b = load_recipe_checkpoint(tmp / "b" / "cycle1" / "train.ckpt")["ema"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _assert_same_state(a, b, where: str = "") -> None:
+    """Checkpoint values (tensors, dicts, lists, numbers) equal bitwise, dtypes included."""
+    if torch.is_tensor(a):
+        assert a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_same_state(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same_state(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_resume_from_a_periodic_checkpoint_is_bitwise(setup):
+    """What a SIGKILL after the periodic checkpoint of step 2 leaves (the log a line and a half
+    further) resumes to the uninterrupted run bitwise: losses, net, SGD momentum, EMA, export."""
+    from cp2_engine.network import load_state_dict
+
+    tmp, write = setup
+    text = write("cycles = [5, 3]").read_text()
+    recipe = write(text=text.replace("checkpoint_seconds = 1000", "checkpoint_seconds = 0"))
+    ref, crash = tmp / "ref", tmp / "crash"
+    for event in _gen(recipe, ref, tmp / "data"):
+        if isinstance(event, CheckpointSaved) and event.epoch == 2 and not crash.exists():
+            shutil.copytree(ref, crash)  # the files as they are right after that checkpoint
+    with open(crash / "cycle1" / "train_log.jsonl", "a", encoding="utf-8") as log:
+        log.write('{"step": 2, "loss": 0.0, "lr": 0.0, "seconds": 0.0}\n{"step": 3, "lo')
+    events = list(_gen(recipe, crash, tmp / "data"))
+    assert [e.start_step for e in events if isinstance(e, CycleStarted)] == [2, 0]
+    for k in (1, 2):
+        a, b = (load_recipe_checkpoint(d / f"cycle{k}" / "train.ckpt") for d in (ref, crash))
+        for key in ("net", "opt", "ema", "step", "losses"):
+            _assert_same_state(a[key], b[key], f"cycle{k}.{key}")
+        wa, wb = (load_state_dict(d / f"cycle{k}" / "tiny") for d in (ref, crash))
+        _assert_same_state(wa, wb, f"cycle{k} export")
+        la, lb = ([json.loads(x) for x in (d / f"cycle{k}" / "train_log.jsonl").read_text()
+                   .splitlines()] for d in (ref, crash))  # fmt: skip
+        assert [(r["step"], r["loss"], r["lr"]) for r in lb] == [
+            (r["step"], r["loss"], r["lr"]) for r in la
+        ]
 
 
 def test_workers_make_the_same_batches(setup):
