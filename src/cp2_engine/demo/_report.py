@@ -193,8 +193,9 @@ def _hitl_blocks(result) -> list:
             "p",
             f"Images: seeded synthetic `{s.style}` cells (grey, one channel, diameter "
             f"{s.diameter:g} px, {s.image_size}x{s.image_size}), generated on the fly. "
-            f"`{s.pretrained}` was trained on synthetic cells with a nucleus channel and on "
-            "phase contrast, not on this. Each round the current model predicts the next "
+            f"The starting model is the bundled `{s.pretrained}`, trained on other images "
+            "(the nucleus model on DSB2018 nuclei only). Each round the current model predicts "
+            "the next "
             "image, the simulated annotator keeps predicted ROIs that match a true ROI with "
             "IoU >= 0.5, deletes the others and draws the missing ones; the correction is "
             "accepted and the starting model is fine-tuned on all accepted images (online "

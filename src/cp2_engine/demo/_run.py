@@ -5,9 +5,10 @@
    ``cp2_cyto``), the size model choosing the diameter. Per image the demo writes the masks
    (``<name>_cp_masks.tif``), a Cellpose-compatible ``<name>_seg.npy``, an overlay PNG and the
    AP against the ground truth.
-2. **Human in the loop.** On a synthetic style that ``cp2_cyto`` segments badly (grey,
-   single-channel brightfield-like cells: it was trained on synthetic cells *with* a nucleus
-   channel), a :class:`~cp2_engine.hitl.HitlProject` runs ``n_rounds`` rounds: the current model
+2. **Human in the loop.** On images the starting model was not trained for (the nucleus model
+   ``cp2_nuclei`` on synthetic phase-contrast whole cells; ``cp2_cyto`` now segments every
+   synthetic style almost perfectly, so it would show no loop), a
+   :class:`~cp2_engine.hitl.HitlProject` runs ``n_rounds`` rounds: the current model
    predicts the next image, the :class:`~cp2_engine.hitl.SimulatedAnnotator` corrects it
    (counting the ROIs it had to draw), the correction is accepted, and the starting model is
    fine-tuned on all accepted images (online mode). After each round the new model's AP is

@@ -51,8 +51,8 @@ class DemoSettings:
     (3, 3)
     """
 
-    pretrained: str = "cp2_cyto"
-    style: str = "brightfield"
+    pretrained: str = "cp2_nuclei"
+    style: str = "phase"
     diameter: float = 24.0
     image_size: int = 192
     n_rounds: int = 3
