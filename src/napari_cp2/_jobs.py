@@ -140,19 +140,6 @@ def progress_text(event) -> ProgressText:
     return ProgressText(text, done=event.done, total=event.total)
 
 
-def _relay(gen: Generator, convert) -> Generator:
-    """Yield ``convert(event)`` for every event of ``gen``; return its return value."""
-    try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            yield convert(event)
-    finally:
-        gen.close()  # a cancelled job stops the engine at its next event
-
-
 def segment_job(cache: dict, key: str, eimg, *, diameter: float, **settings) -> Generator:
     """Load the model (cached) and segment ``eimg`` (an :class:`EngineImage`).
 
@@ -170,7 +157,9 @@ def segment_job(cache: dict, key: str, eimg, *, diameter: float, **settings) -> 
     }
     if not hasattr(model, "iter_segment"):  # e.g. a zoo router: no progress events
         return key, model.segment(eimg.image, **options)
-    seg = yield from _relay(model.iter_segment(eimg.image, **options), progress_text)
+    from cp2_engine.util import relay
+
+    seg = yield from relay(model.iter_segment(eimg.image, **options), progress_text)
     return key, seg
 
 

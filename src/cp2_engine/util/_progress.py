@@ -34,3 +34,30 @@ def drain(gen: Generator[Any, Any, Any], on_event: Callable[[Any], Any] | None =
             return stop.value
         if on_event is not None:
             on_event(event)
+
+
+def relay(gen: Generator[Any, Any, Any], convert: Callable[[Any], Any]) -> Generator:
+    """Re-yield ``convert(event)`` for every event of ``gen`` and return its return value.
+
+    For ``yield from`` in a wrapping generator; closing the wrapper (a cancelled job) closes
+    ``gen`` too, so the wrapped work stops at its next event.
+
+    Examples
+    --------
+    >>> def work():
+    ...     yield 1
+    ...     yield 2
+    ...     return "done"
+    >>> seen = []
+    >>> drain(relay(work(), lambda e: e * 10), on_event=seen.append), seen
+    ('done', [10, 20])
+    """
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            yield convert(event)
+    finally:
+        gen.close()

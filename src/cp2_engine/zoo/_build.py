@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cp2_engine.util import drain
+from cp2_engine.util import drain, relay
 from cp2_engine.zoo._build_config import ZooBuildConfig
 from cp2_engine.zoo._clustering import cluster_styles, merge_small_clusters
 from cp2_engine.zoo._store import (
@@ -186,19 +186,6 @@ def _initial_net(base_net, *, from_scratch: bool, seed: int):
     return net.to(next(base_net.parameters()).device)
 
 
-def _wrap_training(gen, message: str, cluster):
-    """Re-yield the training engine's events as BuildEvents; return its result."""
-    try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            yield BuildEvent("train", message, cluster, event)
-    finally:
-        gen.close()
-
-
 def _train_one(net, images, labels, *, rel, cluster, plan, cfg):
     """Train ``net`` on the given data and save it to ``plan.out / rel``; yields events.
 
@@ -219,7 +206,8 @@ def _train_one(net, images, labels, *, rel, cluster, plan, cfg):
     gen = iter_train_resumable(
         net, list(images), list(labels), config=config, save_path=plan.out / rel
     )
-    result = yield from _wrap_training(gen, f"training {rel}", cluster)
+    message = f"training {rel}"
+    result = yield from relay(gen, lambda event: BuildEvent("train", message, cluster, event))
     trained = _result_net(result)
     meta = {"zoo_cluster": cluster, "n_images": len(images)}
     finish_unfinished(plan.out / rel, trained, metadata=meta)
