@@ -6,47 +6,11 @@ import sys
 
 import numpy as np
 import pytest
+from tiny_recipes import tiny_recipe
 
 from cp2_engine.recipes import _data, load_bundled_recipe
 
-RECIPE = """
-name = "tiny"
-description = "test model"
-license = "BSD-3-Clause"
-diam_mean = 17.0
-seed = 3
-
-[[sources]]
-name = "synth"
-kind = "synthetic"
-n_images = 3
-seed = 1
-n_val = 1
-val_seed = 7
-shape = [64, 64]
-diameter_range = [14.0, 18.0]
-styles = ["fluorescence"]
-nucleus = false
-channels = [0, 0]
-weight = 1.0
-
-[train]
-steps = 1
-batch_size = 2
-bsize = 32
-scale_range = 0.5
-learning_rate = 0.05
-momentum = 0.9
-weight_decay = 1e-5
-warmup_steps = 1
-anneal_fraction = 0.5
-ema_decay = 0.9
-
-[size_model]
-n_epochs = 1
-bsize = 32
-max_images = 1
-"""
+RECIPE = tiny_recipe()
 
 
 def _mapped_ranges(path) -> list[tuple[int, int]]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from tiny_recipes import tiny_recipe
 
 from cp2_engine.recipes import (
     CycleFinished,
@@ -22,55 +23,14 @@ from cp2_engine.recipes import (
 from cp2_engine.synthetic import touching_cells
 from cp2_engine.training import CheckpointSaved, StepEvent
 
-RECIPE = """
-name = "tiny"
-description = "test model"
-license = "BSD-3-Clause"
-diam_mean = 17.0
-seed = 3
-
-[[sources]]
-name = "real"
-kind = "real"
-dataset = "toy"
-train_split = "splits/toy_train.csv"
-val_split = "splits/toy_val.csv"
-channels = [0, 0]
-weight = 0.5
-
-[[sources]]
-name = "synth"
-kind = "synthetic"
-n_images = 2
-seed = 1
-n_val = 1
-val_seed = 7
-shape = [64, 64]
-diameter_range = [14.0, 18.0]
-styles = ["fluorescence"]
-nucleus = false
-channels = [0, 0]
-weight = 0.5
-
-[train]
-{schedule}
-batch_size = 2
-bsize = 32
-scale_range = 0.5
-learning_rate = 0.05
-momentum = 0.9
-weight_decay = 1e-5
-warmup_steps = 1
-anneal_fraction = 0.5
-ema_decay = 0.9
-bf16 = false
-checkpoint_seconds = 1000
-
-[size_model]
-n_epochs = 1
-bsize = 32
-max_images = 2
-"""
+RECIPE = tiny_recipe(
+    n_images=2,
+    weight=0.5,
+    schedule="{schedule}",
+    train_extra="bf16 = false\ncheckpoint_seconds = 1000",
+    max_images=2,
+    real_source=True,
+)
 
 
 @pytest.fixture
