@@ -40,6 +40,35 @@ def _process_events(app, seconds: float = 0.5) -> None:
         time.sleep(0.02)
 
 
+def _segment_in_dock(viewer, app, widget, image, model: str, diameter: float, **options) -> str:
+    """Press Run in the cp2 dock's Segment tab (in this thread, so the masks exist before the
+    screenshot); show only the image and its masks. Returns the masks layer's name."""
+    panel = widget.segment
+    panel._threaded = False
+    widget.reset_choices()
+    panel._image.value = image
+    panel._model.value = model
+    panel._diameter.value = diameter
+    for name, value in options.items():  # e.g. do_3d=True: the panel's "3-D" box
+        getattr(panel, f"_{name}").value = value
+    log.info("segmenting %s with %s at diameter %.1f px", image.name, model, diameter)
+    t0 = time.perf_counter()
+    panel._run.native.click()
+    _process_events(app, 1.0)
+    masks_name = f"{image.name}_cp2_masks"
+    if masks_name not in viewer.layers:
+        raise RuntimeError(
+            f"no {masks_name!r} layer after Run; layers: {[la.name for la in viewer.layers]}"
+        )
+    n_cells = int(viewer.layers[masks_name].data.max())
+    log.info("Run gave %d cells in %.1f s", n_cells, time.perf_counter() - t0)
+    # the sample's ground truth stays in the layer list, hidden: the canvas shows the prediction
+    for layer in viewer.layers:
+        layer.visible = layer.name in (image.name, masks_name)
+    viewer.layers.selection.active = viewer.layers[masks_name]
+    return masks_name
+
+
 def take_screenshots(out_dir: Path, width: int = 1400, height: int = 900) -> list[Path]:
     """Open napari, segment the phase sample through the cp2 dock, save the screenshots.
 
@@ -77,29 +106,7 @@ def take_screenshots(out_dir: Path, width: int = 1400, height: int = 900) -> lis
         viewer.open_sample("napari-cp2", "phase")
         log.info("opened sample layers: %s", [layer.name for layer in viewer.layers])
 
-        panel = widget.segment
-        panel._threaded = False  # run in this thread so the masks exist before the screenshot
-        widget.reset_choices()
-        panel._image.value = viewer.layers[SAMPLE_LAYER]
-        panel._model.value = MODEL
-        panel._diameter.value = DIAMETER
-        log.info("segmenting %s with %s at diameter %.1f px", SAMPLE_LAYER, MODEL, DIAMETER)
-        t0 = time.perf_counter()
-        panel._run.native.click()
-        _process_events(app, 1.0)
-        masks_name = f"{SAMPLE_LAYER}_cp2_masks"
-        if masks_name not in viewer.layers:
-            raise RuntimeError(
-                f"no {masks_name!r} layer after Run; layers: {[la.name for la in viewer.layers]}"
-            )
-        n_cells = int(viewer.layers[masks_name].data.max())
-        log.info("Run gave %d cells in %.1f s", n_cells, time.perf_counter() - t0)
-
-        # Show the image with its masks: the sample's ground truth stays in the layer list,
-        # hidden, so the canvas shows the prediction only.
-        for layer in viewer.layers:
-            layer.visible = layer.name in (SAMPLE_LAYER, masks_name)
-        viewer.layers.selection.active = viewer.layers[masks_name]
+        _segment_in_dock(viewer, app, widget, viewer.layers[SAMPLE_LAYER], MODEL, DIAMETER)
         viewer.reset_view()
         _process_events(app, 1.0)
 
@@ -125,24 +132,8 @@ def take_zstack_screenshot(out_dir: Path, width: int = 1400, height: int = 900) 
         app = QApplication.instance()
         _dock, widget = viewer.window.add_plugin_dock_widget("napari-cp2", "cp2")
         image, _truth = viewer.open_sample("napari-cp2", "zstack")  # File > Open Sample
-        panel = widget.segment
-        panel._threaded = False
-        widget.reset_choices()
-        panel._image.value = image
-        panel._model.value = "cp2_nuclei"
-        panel._diameter.value = 20.0
-        panel._do_3d.value = True  # anisotropy 2 comes from the layer's scale
-        t0 = time.perf_counter()
-        panel._run.native.click()
-        _process_events(app, 1.0)
-        masks_name = f"{image.name}_cp2_masks"
-        if masks_name not in viewer.layers:
-            raise RuntimeError(f"no {masks_name!r} layer after Run")
-        n_cells = int(viewer.layers[masks_name].data.max())
-        log.info("3-D run gave %d cells in %.1f s", n_cells, time.perf_counter() - t0)
-        for layer in viewer.layers:
-            layer.visible = layer.name in (image.name, masks_name)
-        viewer.layers.selection.active = viewer.layers[masks_name]
+        # anisotropy 2 comes from the layer's scale
+        _segment_in_dock(viewer, app, widget, image, "cp2_nuclei", 20.0, do_3d=True)
         viewer.dims.ndisplay = 3
         viewer.reset_view()
         camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
