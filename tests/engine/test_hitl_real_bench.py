@@ -68,6 +68,11 @@ def test_tiny_run_on_real_images_resumes(tmp_path, capsys):
     assert result["label"].startswith("QUICK") and len(result["rows"]) == 3
     assert (out / "hitl_real.png").stat().st_size > 1000
     assert (out / "hitl_real.csv").read_text().startswith("strategy,step")
+    # another offline size is its own run: it resumes the same work folder and adds one row
+    more = ["--quick", "--rounds", "1", "--offline-n", "1", "2", "--work", str(work)]
+    assert bench.main([*more, "--out", str(out), "--strategies", "scratch_offline"]) == 0
+    grown = (work / "rows.jsonl").read_text().splitlines()
+    assert grown[:3] == rows and json.loads(grown[3])["step"] == 2 and len(grown) == 4
     with pytest.raises(SystemExit, match="other settings"):
         bench.main(["--quick", "--rounds", "2", "--work", str(work), "--out", str(out)])
 
