@@ -44,10 +44,13 @@ git-ignored): online strategies are ``HitlProject`` folders (each round's model 
 interrupted round resumes from its last training checkpoint), offline runs train with
 ``iter_train_resumable``, and every evaluated point is one line of ``rows.jsonl``. Running the same
 command again skips what is done and continues; settings that differ from the first run's raise
-an error (``--restart`` discards the work folder). Results (JSON, CSV, PNG) go to ``--out``.
+an error (``--restart`` discards the work folder), except the offline sizes: each N is its own
+run, so N can be added later. Results (JSON, CSV, PNG) go to ``--out``; the full run also rewrites
+the marked HITL table of ``README.md`` (``--readme``). ``--report-only`` writes them all from the
+points done so far, without training.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/hitl_real.py --quick   # minutes, smoke only
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/hitl_real.py           # paper settings, ~4-5 h
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/hitl_real.py           # paper settings, ~3 h CPU
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ import dataclasses
 import json
 import shutil
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +81,7 @@ DATA = REPO.parent / "shared" / "datasets" / "usiigaci" / "train"
 STRATEGIES = ("pretrained_online_random", "pretrained_offline", "pretrained_online_active",
               "scratch_offline", "scratch_online")  # fmt: skip
 TARGET_FRACTION = 0.95
+README_MARK = "readme-hitl-table"
 
 
 @dataclass(frozen=True)
@@ -307,13 +312,72 @@ def plot(rows: list[dict], summary: dict, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def write_results(rows: list[dict], s: Settings, data: dict, out: Path, label: str) -> None:
+def _sibling(name: str):
+    """Another script of benchmarks/ as a module (its marked-section and provenance helpers)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _fmt_rois(rois) -> str:
+    return "not reached" if rois is None else str(rois)
+
+
+def readme_table(record: dict) -> str:
+    """The README's HITL table: per strategy, ROIs to reach the target and the end point."""
+    summary, rows = record["summary"], record["rows"]
+    target = summary["target_ap50"]
+    lines = [
+        "| strategy | human ROIs to reach the target | images | human ROIs | AP@0.5 | AP@0.75 |",
+        "|---|---|---|---|---|---|",
+    ]
+    for strategy in STRATEGIES:
+        pts = [r for r in rows if r["strategy"] == strategy]
+        if not pts:
+            lines.append(f"| {strategy} | not run | | | | |")
+            continue
+        last = max(pts, key=lambda r: (r["human_rois"], r["step"]))
+        hit = _fmt_rois(summary["strategies"][strategy]["rois_to_target"])
+        lines.append(f"| {strategy} | {hit} | {last['n_images']} | {last['human_rois']} | "
+                     f"{last['ap50']:.3f} | {last['ap75']:.3f} |")  # fmt: skip
+    table = summary["strategies"]
+    ratio = ""
+    online, scratch = (table.get(k, {}).get("rois_to_target") for k in
+                       ("pretrained_online_random", "scratch_offline"))  # fmt: skip
+    if online and scratch:
+        ratio = (f" Pretrained + online reached it with {online} ROIs, scratch + offline with "
+                 f"{scratch} ({scratch / online:.1f}x as many).")  # fmt: skip
+    goal = "undefined (no offline run yet)" if target is None else f"{target:.3f}"
+    meta = record.get("meta", {})
+    lines += ["", textwrap.fill(
+        f"Target: AP@0.5 ≥ {goal} (95% of the best offline AP@0.5); the end point is the last "
+        f"round (online) or the largest N (offline).{ratio} Measured {meta.get('date', '?')} on "
+        f"{meta.get('machine', '?')}, commit {meta.get('commit', '?')}, "
+        f"{meta.get('train_hours', 0):.1f} h of training; command: `{meta.get('command', '?')}`.",
+        width=99, break_on_hyphens=False, break_long_words=False)]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _meta(rows: list[dict], command: str) -> dict:
+    tables = _sibling("validation_tables")
+    hours = sum(r.get("train_seconds", 0.0) for r in rows) / 3600
+    return {"date": time.strftime("%Y-%m-%d"), "machine": tables.machine(),
+            "commit": tables.commit(), "train_hours": round(hours, 2),
+            "command": command}  # fmt: skip
+
+
+def write_results(rows: list[dict], s: Settings, data: dict, out: Path, label: str,
+                  readme: Path | None = None, command: str = "") -> None:  # fmt: skip
+    """JSON, CSV and figure in ``out``; with ``readme``, also that file's marked HITL table."""
     out.mkdir(parents=True, exist_ok=True)
     summary = summarise(rows)
     record = {"label": label, "settings": dataclasses.asdict(s),
               "pairing": f"{s.start_model} -> Usiigaci phase contrast (pool: train split, "
               "test: val split)", "order": data["names"], "test": data["test_names"],
-              "summary": summary, "rows": rows}  # fmt: skip
+              "summary": summary, "meta": _meta(rows, command), "rows": rows}  # fmt: skip
     (out / "hitl_real.json").write_text(json.dumps(record, indent=1) + "\n")
     keys = ["strategy", "step", "n_images", "human_rois", "ap50", "ap75", "train_seconds"]
     with open(out / "hitl_real.csv", "w", newline="") as fh:
@@ -325,6 +389,8 @@ def write_results(rows: list[dict], s: Settings, data: dict, out: Path, label: s
         f"online / {s.epochs_offline} offline, crops {s.bsize}, batch {s.batch_size}"
     )
     plot(rows, summary, out / "hitl_real.png", title)
+    if readme is not None:
+        _sibling("validation_tables").write_marked(readme, README_MARK, readme_table(record))
     print(json.dumps(summary, indent=1))
     print(f"wrote {out / 'hitl_real.json'}, .csv, .png")
 
@@ -361,6 +427,13 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, help="checkpoints (default benchmarks/results/...)")
     p.add_argument("--out", type=Path, help="results (default benchmarks/results_hitl_<mode>)")
     p.add_argument("--restart", action="store_true", help="discard the work folder first")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write results and figure from the points done so far; train nothing",
+    )
+    p.add_argument("--readme", type=Path, help="rewrite this file's marked HITL table "
+                   "(default README.md for the full run; quick: none)")  # fmt: skip
     args = p.parse_args(argv)
     kw = {"device": args.device}
     if args.rounds:
@@ -377,11 +450,14 @@ def main(argv=None) -> int:
     print(f"pool {len(data['images'])} images (order {data['names'][:s.n_rounds]}...), "
           f"test {data['test_names']}", flush=True)  # fmt: skip
     rows = Rows(work / "rows.jsonl")
-    for strategy in args.strategies:
+    for strategy in [] if args.report_only else args.strategies:
         run = run_offline if strategy.endswith("offline") else run_online
         run(strategy, data, s, work, rows)
     label = "QUICK smoke run (not the paper settings)" if args.quick else "paper settings"
-    write_results(rows.rows, s, data, out, label)
+    readme = args.readme or (None if args.quick else REPO / "README.md")
+    given = [a for a in (sys.argv[1:] if argv is None else argv) if a != "--report-only"]
+    command = " ".join(["python benchmarks/hitl_real.py", *given])
+    write_results(rows.rows, s, data, out, label, readme=readme, command=command)
     print(f"total {time.perf_counter() - t0:.0f} s")
     return 0
 

@@ -73,6 +73,17 @@ def test_tiny_run_on_real_images_resumes(tmp_path, capsys):
     assert bench.main([*more, "--out", str(out), "--strategies", "scratch_offline"]) == 0
     grown = (work / "rows.jsonl").read_text().splitlines()
     assert grown[:3] == rows and json.loads(grown[3])["step"] == 2 and len(grown) == 4
+    # --report-only trains nothing and writes the marked table of the README it is given
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- readme-hitl-table:begin (generated) -->\n"
+                      "<!-- readme-hitl-table:end -->\nend\n")  # fmt: skip
+    report = ["--report-only", "--readme", str(readme), "--out", str(tmp_path / "r")]
+    assert bench.main([*more, *report]) == 0
+    assert (work / "rows.jsonl").read_text().splitlines() == grown
+    text = readme.read_text()
+    assert "| scratch_offline |" in text and "| scratch_online | not run |" in text
+    assert text.endswith("<!-- readme-hitl-table:end -->\nend\n")
+    assert "--report-only" not in text and "--offline-n 1 2" in text
     with pytest.raises(SystemExit, match="other settings"):
         bench.main(["--quick", "--rounds", "2", "--work", str(work), "--out", str(out)])
 
@@ -83,3 +94,29 @@ def test_summary_without_a_learning_offline_model_has_no_target():
     summary = _bench().summarise(rows)
     assert summary["best_offline_ap50"] == 0.0 and summary["target_ap50"] is None
     assert summary["strategies"]["scratch_online"]["rois_to_target"] is None
+
+
+def test_readme_table_gives_rois_to_target_and_the_end_point():
+    bench = _bench()
+    rows = [
+        {"strategy": "scratch_offline", "step": 4, "n_images": 4, "human_rois": 400,
+         "ap50": 0.8, "ap75": 0.5},
+        {"strategy": "scratch_offline", "step": 1, "n_images": 1, "human_rois": 100,
+         "ap50": 0.4, "ap75": 0.2},
+        {"strategy": "pretrained_online_random", "step": 0, "n_images": 0, "human_rois": 0,
+         "ap50": 0.1, "ap75": 0.0},
+        {"strategy": "pretrained_online_random", "step": 1, "n_images": 1, "human_rois": 50,
+         "ap50": 0.78, "ap75": 0.4},
+    ]  # fmt: skip
+    meta = {"date": "2026-01-02", "machine": "m", "commit": "abc", "train_hours": 1.5,
+            "command": "python benchmarks/hitl_real.py"}  # fmt: skip
+    record = {"summary": bench.summarise(rows), "rows": rows, "meta": meta}
+    text = bench.readme_table(record)
+    lines = text.splitlines()
+    assert "| pretrained_online_random | 50 | 1 | 50 | 0.780 | 0.400 |" in lines
+    assert "| scratch_offline | 400 | 4 | 400 | 0.800 | 0.500 |" in lines
+    assert "| pretrained_online_active | not run | | | | |" in lines
+    prose = " ".join(lines[lines.index("") + 1 :])
+    assert "AP@0.5 ≥ 0.760" in prose and "(8.0x as many)" in prose
+    assert "2026-01-02" in prose and "1.5 h of training" in prose
+    assert all(len(line) <= 99 for line in lines if not line.startswith("|"))
