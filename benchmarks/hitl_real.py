@@ -81,6 +81,7 @@ DATA = REPO.parent / "shared" / "datasets" / "usiigaci" / "train"
 STRATEGIES = ("pretrained_online_random", "pretrained_offline", "pretrained_online_active",
               "scratch_offline", "scratch_online")  # fmt: skip
 TARGET_FRACTION = 0.95
+LOOSE_FRACTION = 0.90  # a second, looser target: the 95% one sits within test-set noise
 README_MARK = "readme-hitl-table"
 
 
@@ -261,23 +262,28 @@ def run_offline(strategy: str, data: dict, s: Settings, work: Path, rows: Rows) 
 
 # ----------------------------------------------------------------------------- results
 def summarise(rows: list[dict]) -> dict:
-    """Best offline AP@0.5, the 95% target, and the fewest ROIs each strategy needs for it."""
+    """Best offline AP@0.5, the 95% (and 90%) targets, and the fewest ROIs to reach each."""
     offline = [r["ap50"] for r in rows if "offline" in r["strategy"]]
     best = max(offline) if offline else float("nan")
     # no offline model above AP 0: the target is undefined, and no strategy "reaches" it
     target = TARGET_FRACTION * best if best > 0 else float("nan")
+    loose = LOOSE_FRACTION * best if best > 0 else float("nan")
     table = {}
     for strategy in STRATEGIES:
         pts = sorted((r["human_rois"], r["ap50"]) for r in rows if r["strategy"] == strategy)
-        hit = [rois for rois, ap in pts if ap >= target]
+        hit, hit_loose = ([rois for rois, ap in pts if ap >= t] for t in (target, loose))
+        top = max(pts, key=lambda p: (p[1], -p[0])) if pts else (None, None)
         table[strategy] = {"rois_to_target": hit[0] if hit else None,
+                           "rois_to_loose_target": hit_loose[0] if hit_loose else None,
+                           "best_ap50": top[1], "rois_at_best": top[0],
                            "final_ap50": pts[-1][1] if pts else None,
                            "max_rois": pts[-1][0] if pts else None}  # fmt: skip
 
     def finite(x):
         return None if x != x else x  # JSON has no NaN
 
-    return {"best_offline_ap50": finite(best), "target_ap50": finite(target), "strategies": table}
+    return {"best_offline_ap50": finite(best), "target_ap50": finite(target),
+            "loose_target_ap50": finite(loose), "strategies": table}  # fmt: skip
 
 
 def plot(rows: list[dict], summary: dict, path: Path, title: str) -> None:
@@ -300,6 +306,8 @@ def plot(rows: list[dict], summary: dict, path: Path, title: str) -> None:
         if key == "ap50" and summary["target_ap50"] is not None:
             ax.axhline(summary["target_ap50"], color="grey", lw=0.8, ls=":",
                        label="95% of best offline")  # fmt: skip
+            ax.axhline(summary["loose_target_ap50"], color="grey", lw=0.6, ls="-.",
+                       label="90% of best offline")  # fmt: skip
         ax.set_xscale("log")
         ax.set_xlabel("human-drawn ROIs (cumulative; 0 plotted at 1)")
         ax.set_ylabel(f"test {label}")
@@ -331,18 +339,21 @@ def readme_table(record: dict) -> str:
     summary, rows = record["summary"], record["rows"]
     target = summary["target_ap50"]
     lines = [
-        "| strategy | human ROIs to reach the target | images | human ROIs | AP@0.5 | AP@0.75 |",
-        "|---|---|---|---|---|---|",
+        "| strategy | ROIs to 95% | ROIs to 90% | best AP@0.5 (at ROIs) | end: images | ROIs | "
+        "AP@0.5 | AP@0.75 |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for strategy in STRATEGIES:
         pts = [r for r in rows if r["strategy"] == strategy]
         if not pts:
-            lines.append(f"| {strategy} | not run | | | | |")
+            lines.append(f"| {strategy} | not run | | | | | | |")
             continue
         last = max(pts, key=lambda r: (r["human_rois"], r["step"]))
-        hit = _fmt_rois(summary["strategies"][strategy]["rois_to_target"])
-        lines.append(f"| {strategy} | {hit} | {last['n_images']} | {last['human_rois']} | "
-                     f"{last['ap50']:.3f} | {last['ap75']:.3f} |")  # fmt: skip
+        row = summary["strategies"][strategy]
+        hits = " | ".join(_fmt_rois(row[k]) for k in ("rois_to_target", "rois_to_loose_target"))
+        lines.append(f"| {strategy} | {hits} | {row['best_ap50']:.3f} ({row['rois_at_best']}) | "
+                     f"{last['n_images']} | {last['human_rois']} | {last['ap50']:.3f} | "
+                     f"{last['ap75']:.3f} |")  # fmt: skip
     table = summary["strategies"]
     ratio = ""
     online, scratch = (table.get(k, {}).get("rois_to_target") for k in
@@ -351,9 +362,11 @@ def readme_table(record: dict) -> str:
         ratio = (f" Pretrained + online reached it with {online} ROIs, scratch + offline with "
                  f"{scratch} ({scratch / online:.1f}x as many).")  # fmt: skip
     goal = "undefined (no offline run yet)" if target is None else f"{target:.3f}"
+    loose = summary.get("loose_target_ap50")
+    goal += "" if loose is None else f" (90%: {loose:.3f})"
     meta = record.get("meta", {})
     lines += ["", textwrap.fill(
-        f"Target: AP@0.5 ≥ {goal} (95% of the best offline AP@0.5); the end point is the last "
+        f"Target: AP@0.5 ≥ {goal}, 95% of the best offline AP@0.5; the end point is the last "
         f"round (online) or the largest N (offline).{ratio} Measured {meta.get('date', '?')} on "
         f"{meta.get('machine', '?')}, commit {meta.get('commit', '?')}, "
         f"{meta.get('train_hours', 0):.1f} h of training; command: `{meta.get('command', '?')}`.",
