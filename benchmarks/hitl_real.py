@@ -50,7 +50,7 @@ the marked HITL table of ``README.md`` (``--readme``). ``--report-only`` writes 
 points done so far, without training.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/hitl_real.py --quick   # minutes, smoke only
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/hitl_real.py           # paper settings, ~3 h CPU
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/hitl_real.py           # paper settings, ~2 h CPU
 """
 
 from __future__ import annotations

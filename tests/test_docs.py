@@ -26,6 +26,6 @@ def test_no_development_session_labels(doc):
 
 def test_readme_links_exist():
     text = (ROOT / "README.md").read_text()
-    targets = re.findall(r"\]\(((?:docs|sample_data|recipes)/[^)#]+)\)", text)
+    targets = re.findall(r"\]\(((?:docs|sample_data|recipes|benchmarks)/[^)#]+)\)", text)
     assert targets, "the README links its docs"
     assert [t for t in targets if not (ROOT / t).exists()] == []
