@@ -254,8 +254,11 @@ def _target_shape(shape: tuple[int, int], shape_out, rescale) -> tuple[int, int]
 
 
 def _nearest_indices(n_in: int, n_out: int) -> np.ndarray:
-    # pixel-centre convention (like OpenCV INTER_NEAREST / torch "nearest")
-    return np.minimum((np.arange(n_out) * (n_in / n_out)).astype(np.int64), n_in - 1)
+    # pixel centres aligned, like the bilinear resize of the images: output pixel i takes the
+    # source pixel under its centre. (OpenCV's INTER_NEAREST takes floor(i * n_in / n_out), which
+    # shifts labels ~half a pixel off their resized image.)
+    centres = (np.arange(n_out) + 0.5) * (n_in / n_out)
+    return np.minimum(centres.astype(np.int64), n_in - 1)
 
 
 def resize_image(

@@ -372,7 +372,7 @@ def _cache_dict(key: str, items: Sequence[Item]) -> dict:
     """Items as tensors, strings and lists (loadable with ``weights_only=True``: no pickle)."""
     fields = {name: [torch.from_numpy(np.ascontiguousarray(getattr(it, name))) for it in items]
               for name in ("x", "labels", "flows")}  # fmt: skip
-    return {"key": key, "format": 2, "source": [it.source for it in items], **fields}
+    return {"key": key, "format": 3, "source": [it.source for it in items], **fields}
 
 
 def _read_cache(cache: Path, key: str) -> list | None:
@@ -387,7 +387,7 @@ def _read_cache(cache: Path, key: str) -> list | None:
     except Exception as err:  # an old pickled cache or a foreign file: rebuild it, never run it
         logger.warning("ignoring data cache %s (%s); rebuilding it", cache, err)
         return None
-    if not isinstance(stored, dict) or stored.get("key") != key or stored.get("format") != 2:
+    if not isinstance(stored, dict) or stored.get("key") != key or stored.get("format") != 3:
         return None
     rows = zip(stored["x"], stored["labels"], stored["flows"], stored["source"], strict=True)
     return [Item(x.numpy(), lab.numpy(), fl.numpy(), str(src)) for x, lab, fl, src in rows]
