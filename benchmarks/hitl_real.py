@@ -374,8 +374,7 @@ def readme_table(record: dict) -> str:
     return "\n".join(lines)
 
 
-def _meta(rows: list[dict], command: str) -> dict:
-    tables = _sibling("validation_tables")
+def _meta(rows: list[dict], command: str, tables) -> dict:
     hours = sum(r.get("train_seconds", 0.0) for r in rows) / 3600
     return {"date": time.strftime("%Y-%m-%d"), "machine": tables.machine(),
             "commit": tables.commit(), "train_hours": round(hours, 2),
@@ -386,11 +385,12 @@ def write_results(rows: list[dict], s: Settings, data: dict, out: Path, label: s
                   readme: Path | None = None, command: str = "") -> None:  # fmt: skip
     """JSON, CSV and figure in ``out``; with ``readme``, also that file's marked HITL table."""
     out.mkdir(parents=True, exist_ok=True)
+    tables = _sibling("validation_tables")  # provenance and marked-section helpers, loaded once
     summary = summarise(rows)
     record = {"label": label, "settings": dataclasses.asdict(s),
               "pairing": f"{s.start_model} -> Usiigaci phase contrast (pool: train split, "
               "test: val split)", "order": data["names"], "test": data["test_names"],
-              "summary": summary, "meta": _meta(rows, command), "rows": rows}  # fmt: skip
+              "summary": summary, "meta": _meta(rows, command, tables), "rows": rows}  # fmt: skip
     (out / "hitl_real.json").write_text(json.dumps(record, indent=1) + "\n")
     keys = ["strategy", "step", "n_images", "human_rois", "ap50", "ap75", "train_seconds"]
     with open(out / "hitl_real.csv", "w", newline="") as fh:
@@ -403,7 +403,7 @@ def write_results(rows: list[dict], s: Settings, data: dict, out: Path, label: s
     )
     plot(rows, summary, out / "hitl_real.png", title)
     if readme is not None:
-        _sibling("validation_tables").write_marked(readme, README_MARK, readme_table(record))
+        tables.write_marked(readme, README_MARK, readme_table(record))
     print(json.dumps(summary, indent=1))
     print(f"wrote {out / 'hitl_real.json'}, .csv, .png")
 
