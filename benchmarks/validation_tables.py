@@ -196,6 +196,34 @@ def provenance_line(meta: dict) -> str:
                else "") + ".")  # fmt: skip
 
 
+def _same_run(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("date", "commit", "command"))
+
+
+def provenance(results: list[dict], meta: dict) -> str:
+    """One provenance line, or one per model when the tables come from different runs."""
+    metas = [r.get("meta") or meta for r in results]
+    if all(_same_run(m, meta) for m in metas):
+        return provenance_line(meta)
+    return " ".join(f"`{r['model']}`: {provenance_line(m)}" for r, m in zip(results, metas))
+
+
+def with_other_models(results: list[dict], json_dir: Path) -> list[dict]:
+    """``results`` plus the committed JSON of every other model, in ``MODELS`` order.
+
+    The docs hold every model's tables: evaluating one model must not drop the others'.
+    """
+    done = {r["model"]: r for r in results}
+    out = []
+    for name in dict.fromkeys([*MODELS, *done]):
+        path = json_dir / f"{name}.json"
+        if name in done:
+            out.append(done[name])
+        elif path.is_file():
+            out.append(json.loads(path.read_text()))
+    return out
+
+
 def doc_section(results: list[dict], meta: dict) -> str:
     """The generated part of docs/bundled_models.md."""
     out = [
@@ -211,7 +239,7 @@ def doc_section(results: list[dict], meta: dict) -> str:
         + ", ".join(f"`docs/validation/{r['model']}.json`" for r in results)
         + ".",
         "",
-        provenance_line(meta),
+        provenance(results, meta),
     ]
     out = [_fill(p) if p else p for p in out]
     for r in results:
@@ -248,7 +276,7 @@ def readme_table(results: list[dict], meta: dict) -> str:
             "AP = TP / (TP + FP + FN) at an IoU threshold, averaged over the held-out validation "
             "images; *est.* is the diameter a user gets with `diameter=None` (estimated), *ann.* "
             "the annotated median diameter; diameter error = median |log(estimated / annotated)|. "
-            + provenance_line(meta)
+            + provenance(results, meta)
         ),
     ]
     return "\n".join(lines)
@@ -361,6 +389,7 @@ def main(argv=None) -> int:
     for res in results:
         print(f"\n{res['model']}\n{model_table(res)}")
     if not args.no_docs:
+        results = with_other_models(results, args.json_dir)
         write_marked(args.doc, DOC_MARK, doc_section(results, meta))
         write_marked(args.readme, README_MARK, readme_table(results, meta))
         print(f"\nrewrote the marked sections of {args.doc} and {args.readme}")

@@ -91,3 +91,33 @@ def test_gap_mark_only_when_the_estimate_loses(vt):
     assert "✗" in vt.model_table(result(0.77))
     assert "✗" not in vt.model_table(result(0.79))
     assert "✗" not in vt.model_table(result(0.85))  # the estimate doing better is no failure
+
+
+def test_rendering_one_model_keeps_the_other_models_tables(vt, tmp_path):
+    """Regression: `--models cp2_cyto` rewrote the docs with the cyto tables only."""
+
+    def result(model, commit):
+        s = {"n": 1, "ap50": 0.8, "ap75": 0.5, "ap90": 0.1}
+        img = {"source": "s", "type": "t", "annotated_diameter": 10.0}
+        meta = {"date": "2026-01-01", "machine": "m", "commit": commit,
+                "command": f"cmd {model}", "threads": 1, "seconds": 60}  # fmt: skip
+        return {"model": model, "max_per_type": None, "seconds_gt": 1.0, "seconds_auto": 2.0,
+                "summary_gt": {"s/t": s, "s": s, "all": s},
+                "summary_auto": {"s/t": s, "s": s, "all": s}, "images": [img],
+                "diameter_error": {}, "size_model_diameter_error": {}, "meta": meta}  # fmt: skip
+
+    for model, commit in (("one", "c1"), ("two", "c2")):
+        (tmp_path / f"{model}.json").write_text(json.dumps(result(model, commit)))
+    doc, readme = tmp_path / "doc.md", tmp_path / "README.md"
+    doc.write_text("<!-- validation-tables:begin x -->\n<!-- validation-tables:end -->\n")
+    readme.write_text("<!-- readme-model-table:begin x -->\n<!-- readme-model-table:end -->\n")
+    vt.MODELS = ("one", "two")
+    argv = ["--from-json", "--models", "two", "--json-dir", str(tmp_path), "--doc", str(doc),
+            "--readme", str(readme)]  # fmt: skip
+    assert vt.main(argv) == 0
+    text, table = doc.read_text(), readme.read_text()
+    assert text.index("#### one") < text.index("#### two")
+    assert "| `one` | **all** | 1 |" in table and "| `two` | **all** | 1 |" in table
+    # two runs: each model's provenance, not one line claiming both
+    assert "`one`: Measured" in text and "commit c1" in text and "commit c2" in text
+    assert "`cmd one`" in table and "`cmd two`" in table
