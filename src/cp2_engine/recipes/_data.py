@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+# data cache layout; bump when the prepared items change (3: centre-aligned label resizing)
+CACHE_FORMAT = 3
 
 
 def default_data_root() -> Path:
@@ -372,7 +374,7 @@ def _cache_dict(key: str, items: Sequence[Item]) -> dict:
     """Items as tensors, strings and lists (loadable with ``weights_only=True``: no pickle)."""
     fields = {name: [torch.from_numpy(np.ascontiguousarray(getattr(it, name))) for it in items]
               for name in ("x", "labels", "flows")}  # fmt: skip
-    return {"key": key, "format": 3, "source": [it.source for it in items], **fields}
+    return {"key": key, "format": CACHE_FORMAT, "source": [it.source for it in items], **fields}
 
 
 def _read_cache(cache: Path, key: str) -> list | None:
@@ -387,7 +389,9 @@ def _read_cache(cache: Path, key: str) -> list | None:
     except Exception as err:  # an old pickled cache or a foreign file: rebuild it, never run it
         logger.warning("ignoring data cache %s (%s); rebuilding it", cache, err)
         return None
-    if not isinstance(stored, dict) or stored.get("key") != key or stored.get("format") != 3:
+    if not isinstance(stored, dict):
+        return None
+    if stored.get("key") != key or stored.get("format") != CACHE_FORMAT:
         return None
     rows = zip(stored["x"], stored["labels"], stored["flows"], stored["source"], strict=True)
     return [Item(x.numpy(), lab.numpy(), fl.numpy(), str(src)) for x, lab, fl, src in rows]
