@@ -7,7 +7,14 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "_device": ["cpu_has_native_bf16", "resolve_device", "use_channels_last"],
+        "_device": [
+            "PRECISIONS",
+            "autocast_for",
+            "cpu_has_native_bf16",
+            "resolve_device",
+            "resolve_precision",
+            "use_channels_last",
+        ],
         "_net": ["CPnet", "DEFAULT_NBASE", "inference_forward"],
         "_registry": [
             "ModelNotFoundError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 
@@ -10,6 +11,8 @@ import torch
 logger = logging.getLogger(__name__)
 
 _VALID = ("auto", "cpu", "cuda", "mps")
+#: The precisions a user may ask for; "auto" picks by device (:func:`resolve_precision`).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 _BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
 
 
@@ -86,3 +89,68 @@ def use_channels_last(choice: bool | None, device: torch.device) -> bool:
     if choice is None:
         return device.type == "cpu"
     return bool(choice)
+
+
+def resolve_precision(precision: str | None = "auto", device: torch.device | str = "cpu") -> str:
+    """The one precision policy of cp2 (inference and training): "fp32", "bf16" or "fp16".
+
+    Parameters
+    ----------
+    precision : {"auto", "fp32", "bf16", "fp16"} or None
+        ``"auto"`` (or None) picks the fast precision the hardware computes natively:
+        bfloat16 on a CPU with AVX-512 BF16 or AMX (:func:`cpu_has_native_bf16`), bfloat16 on a
+        CUDA GPU that supports it and float16 on an older one, float32 elsewhere (CPUs without
+        native bfloat16, Apple MPS). ``"fp32"`` is the exact path (the network's own
+        precision); ``"bf16"`` / ``"fp16"`` force a reduced precision (``"fp16"`` on CUDA only;
+        ``"bf16"`` on a CPU without native support runs emulated, slower than fp32).
+    device : torch.device or str
+        Where the network runs.
+
+    Returns
+    -------
+    str
+        ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown precision, or ``"fp16"`` off CUDA.
+
+    Examples
+    --------
+    >>> resolve_precision("fp32", "cpu")
+    'fp32'
+    >>> resolve_precision("auto", "cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
+    True
+    """
+    if precision is None:
+        precision = "auto"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    kind = torch.device(device).type
+    if precision == "fp16" and kind != "cuda":
+        raise ValueError(f"precision 'fp16' needs a CUDA device; {kind!r} runs 'fp32' or 'bf16'")
+    if precision != "auto":
+        if precision == "bf16" and kind == "cpu" and not cpu_has_native_bf16():
+            logger.warning("this CPU has no native bfloat16: 'bf16' runs emulated (slower)")
+        return precision
+    if kind == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if kind == "cpu" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def autocast_for(precision: str, device: torch.device | str):
+    """``torch.autocast`` for a resolved precision (a no-op context for ``"fp32"``).
+
+    Examples
+    --------
+    >>> with autocast_for("fp32", "cpu"):
+    ...     torch.ones(2).dtype
+    torch.float32
+    """
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
