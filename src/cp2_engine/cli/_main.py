@@ -11,9 +11,20 @@ import argparse
 import logging
 import sys
 
-from cp2_engine.cli import _demo, _eval, _experiment, _hitl, _models, _segment, _train, _zoo
+from cp2_engine.cli import (
+    _demo,
+    _eval,
+    _experiment,
+    _hitl,
+    _measure,
+    _models,
+    _rois,
+    _segment,
+    _train,
+    _zoo,
+)
 
-_COMMANDS = (_segment, _eval, _models, _demo, _train, _experiment, _hitl, _zoo)
+_COMMANDS = (_segment, _eval, _measure, _rois, _models, _demo, _train, _experiment, _hitl, _zoo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,5 @@
 """Files: images (tif, png, zarr), Cellpose ``_seg.npy`` and ``_masks.tif``, ImageJ ROIs,
+Cellpose outlines and GeoJSON (QuPath), measurement CSV tables,
 pairing images with labels. Writers are atomic and never overwrite an annotation unless asked.
 
 ``atomic_write``, ``atomic_write_file`` and ``give_default_permissions`` (now in
@@ -22,6 +23,8 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "masks_outlines",
             "overlay_png",
         ],
+        "_roi_formats": ["mask_rings", "save_geojson", "save_outlines_txt"],
         "_rois": ["save_imagej_rois"],
+        "_tables": ["save_measurements_csv"],
     },
 )

@@ -1,4 +1,5 @@
-"""Segmentation metrics: Hungarian IoU matching and AP = TP / (TP + FP + FN) at IoU thresholds."""
+"""Segmentation metrics: Hungarian IoU matching and AP = TP / (TP + FP + FN) at IoU thresholds;
+per-ROI measurements (shape, intensity)."""
 
 import lazy_loader as _lazy
 
@@ -14,6 +15,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "match_masks",
             "unmatched_masks",
         ],
+        "_measure": ["RoiMeasurements", "measure_rois"],
         "_overlap": ["iou_matrix"],
         "_sizes": ["diameters"],
     },
