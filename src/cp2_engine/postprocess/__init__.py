@@ -1,6 +1,6 @@
 """Flows <-> masks: heat-diffusion flows from labels, Euler integration of predicted flows,
 clustering into masks, flow-error QC, hole filling and minimum size; the same in 3-D (no QC), and
-stitching of per-plane 2-D masks into 3-D objects.
+stitching of per-plane 2-D masks into 3-D objects; one-click ROI proposals for missed cells.
 """
 
 import lazy_loader as _lazy
@@ -8,6 +8,7 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
+        "_click": ["propose_roi"],
         "_dynamics": ["follow_flows", "get_masks"],
         "_dynamics3d": ["follow_flows_3d", "get_masks_3d"],
         "_flows": ["consecutive_labels", "labels_to_flows", "mask_centres", "masks_to_flows"],
