@@ -53,9 +53,66 @@ def test_threshold_changes_the_decision():
     truth = _truth()
     pred = np.zeros_like(truth)
     pred[0:6, 0:4] = 1  # IoU 24/36 = 0.667
-    assert SimulatedAnnotator(iou_threshold=0.5).correct(truth, pred).n_kept == 1
+    assert SimulatedAnnotator(iou_threshold=0.5, keep_iou=0.5).correct(truth, pred).n_kept == 1
     c = SimulatedAnnotator(iou_threshold=0.7).correct(truth, pred)
-    assert (c.n_kept, c.n_drawn, c.n_deleted) == (0, 4, 1)
+    assert (c.n_kept, c.n_drawn, c.n_deleted, c.n_fixed) == (0, 4, 1, 0)
+
+
+def test_keep_fix_draw_delete_exact_counts():
+    # true ROIs 1..4 are 6x6 squares; predictions: exact (kept), 5 of 6 columns (IoU 0.833:
+    # kept at 0.75 and 0.8, fixed at 0.9), 4 of 6 columns (IoU 0.667: fixed at 0.75), a false
+    # positive (deleted); true 4 missed (drawn)
+    truth = _truth()
+    pred = np.zeros_like(truth)
+    pred[0:6, 0:6] = 1
+    pred[0:6, 10:15] = 2
+    pred[10:16, 0:4] = 3
+    pred[15:20, 20:25] = 4
+    expected = {  # keep_iou: (kept, fixed, drawn, deleted)
+        0.5: (3, 0, 1, 1),
+        0.75: (2, 1, 1, 1),
+        0.8: (2, 1, 1, 1),
+        0.9: (1, 2, 1, 1),
+    }
+    for keep_iou, counts in expected.items():
+        c = SimulatedAnnotator(keep_iou=keep_iou).correct(truth, pred)
+        assert (c.n_kept, c.n_fixed, c.n_drawn, c.n_deleted) == counts, keep_iou
+        assert c.n_human == counts[1] + counts[2]
+    c = SimulatedAnnotator().correct(truth, pred)  # default 0.75
+    # kept ROIs keep their predicted shape; the fixed ROI and the missed one are the true ones
+    np.testing.assert_array_equal(c.labels == 1, pred == 1)
+    np.testing.assert_array_equal(c.labels == 2, pred == 2)
+    for true_id in (3, 4):
+        np.testing.assert_array_equal(c.labels[truth == true_id], c.labels[truth == true_id][0])
+        assert np.count_nonzero(c.labels == c.labels[truth == true_id][0]) == 36
+    assert np.all(c.labels[15:20, 20:25] == 0)
+
+
+def test_lenient_annotator_is_the_old_rule():
+    truth = _truth()
+    pred = np.zeros_like(truth)
+    pred[0:6, 0:4] = 1  # IoU 0.667
+    lenient = SimulatedAnnotator(keep_iou=None).correct(truth, pred)
+    assert lenient.n_kept == 1 and lenient.n_fixed == 0
+    assert SimulatedAnnotator(keep_iou=None).keep_iou == 0.5
+
+
+def test_fixed_roi_counts_as_human_in_the_project_accounting():
+    from cp2_engine.hitl import account_rois
+
+    truth = _truth()
+    pred = np.zeros_like(truth)
+    pred[0:6, 0:6] = 1  # kept
+    pred[10:16, 0:4] = 3  # fixed at 0.75
+    c = SimulatedAnnotator().correct(truth, pred)
+    acc = account_rois(pred, c.labels)
+    assert (acc.n_accepted, acc.n_edited, acc.n_drawn) == (1, 1, 2)
+    assert acc.n_human == c.n_human == 3
+
+
+def test_keep_iou_below_the_match_threshold_is_an_error():
+    with pytest.raises(ValueError, match="keep_iou"):
+        SimulatedAnnotator(iou_threshold=0.6, keep_iou=0.5)
 
 
 def test_drawn_roi_never_overwrites_kept_roi():

@@ -85,9 +85,10 @@ def _hitl_run(init: str, train, test, settings: DemoSettings, folder: Path, prog
         n_true = int(len(np.unique(project.truth(name))) - 1)
         rounds.append(HitlRound(r, name, n_true, correction.n_kept, correction.n_drawn,
                                 correction.n_deleted, ap50, ap75, record.train_seconds,
-                                tuple(losses)))  # fmt: skip
+                                tuple(losses), n_fixed=correction.n_fixed))  # fmt: skip
         progress[0] += 1
-        yield DemoEvent(*progress, f"HITL {init} round {r}: drew {correction.n_drawn} ROIs, "
+        yield DemoEvent(*progress, f"HITL {init} round {r}: drew {correction.n_drawn} + fixed "
+                                   f"{correction.n_fixed} ROIs, "
                                    f"test AP@0.5 {ap50:.3f}")  # fmt: skip
     for ckpt in (project.folder / "models").glob("round_*.ckpt"):
         ckpt.unlink()  # resume checkpoints (53 MB each); the round models stay

@@ -77,11 +77,11 @@ def _plot_rois(runs, path: Path) -> Path:
     for k, run in enumerate(runs):
         rounds = run.rounds[1:]
         x = np.array([r.round for r in rounds]) + (k - (len(runs) - 1) / 2) * width
-        ax.bar(x, [r.n_drawn for r in rounds], width, color=_COLOURS.get(run.init),
+        ax.bar(x, [r.n_human for r in rounds], width, color=_COLOURS.get(run.init),
                label=f"{run.init}")  # fmt: skip
     true = [r.n_true for r in runs[0].rounds[1:]]
     ax.plot([r.round for r in runs[0].rounds[1:]], true, "k_", ms=30, mew=2, label="ROIs in image")
-    ax.set(xlabel="HITL round", ylabel="ROIs the annotator drew")
+    ax.set(xlabel="HITL round", ylabel="ROIs the annotator drew or fixed")
     ax.set_xticks([r.round for r in runs[0].rounds[1:]])
     ax.legend(fontsize="small", frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0),
               ncol=3)  # fmt: skip
@@ -165,7 +165,7 @@ def _segmentation_blocks(result) -> list:
 
 def _hitl_table(result) -> tuple[tuple, list]:
     runs = result.hitl
-    metrics = ("drawn", "AP@0.5", "AP@0.75")
+    metrics = ("drawn + fixed", "AP@0.5", "AP@0.75")
     header = (
         "round",
         "image",
@@ -177,15 +177,18 @@ def _hitl_table(result) -> tuple[tuple, list]:
         cells = [first.round, first.image or "(start)", first.n_true if k else ""]
         for run in runs:
             r = run.rounds[k]
-            cells += [r.n_drawn if k else "", f"{r.ap50:.3f}", f"{r.ap75:.3f}"]
+            human = f"{r.n_drawn} + {r.n_fixed}" if k else ""
+            cells += [human, f"{r.ap50:.3f}", f"{r.ap75:.3f}"]
         rows.append(tuple(cells))
     return header, rows
 
 
 def _hitl_blocks(result) -> list:
+    from cp2_engine.hitl import KEEP_IOU
+
     s = result.settings
     header, rows = _hitl_table(result)
-    drawn = {run.init: sum(r.n_drawn for r in run.rounds) for run in result.hitl}
+    drawn = {run.init: sum(r.n_human for r in run.rounds) for run in result.hitl}
     total = sum(r.n_true for r in result.hitl[0].rounds)
     return [
         ("h2", "2. Human in the loop on a style the starting model handles badly"),
@@ -197,7 +200,8 @@ def _hitl_blocks(result) -> list:
             "(the nucleus model on DSB2018 nuclei only). Each round the current model predicts "
             "the next "
             "image, the simulated annotator keeps predicted ROIs that match a true ROI with "
-            "IoU >= 0.5, deletes the others and draws the missing ones; the correction is "
+            f"IoU >= {KEEP_IOU:g}, redraws (fixes) those matched with a lower IoU, deletes the "
+            "others and draws the missing ones; the correction is "
             "accepted and the starting model is fine-tuned on all accepted images (online "
             f"mode). Test AP is on {s.n_test} held-out image(s) of the same style. The same "
             "images were run from random weights (scratch) for comparison.",
@@ -212,7 +216,7 @@ def _hitl_blocks(result) -> list:
         ("table", header, rows),
         (
             "p",
-            "ROIs drawn by the annotator over all rounds: "
+            "ROIs drawn or fixed by the annotator over all rounds: "
             + ", ".join(f"{k} {v}" for k, v in drawn.items())
             + f" (of {total} ROIs in the annotated images).",
         ),
@@ -335,13 +339,13 @@ def summary_lines(result) -> list[str]:
                      f"{im.diameter:>6.1f} {im.ap[0]:>7.3f} {im.ap[1]:>8.3f}")  # fmt: skip
     s = result.settings
     lines += ["", f"human in the loop ({s.style} cells, {s.n_epochs} epochs/round): "
-                  "ROIs drawn | test AP@0.5 | AP@0.75"]  # fmt: skip
+                  "ROIs drawn+fixed | test AP@0.5 | AP@0.75"]  # fmt: skip
     lines.append(f"{'round':<6}" + "".join(f"{run.init:>26}" for run in result.hitl))
     for k in range(len(result.hitl[0].rounds)):
         cells = []
         for run in result.hitl:
             r = run.rounds[k]
-            drawn = f"{r.n_drawn:>3}" if k else "  -"
+            drawn = f"{r.n_human:>3}" if k else "  -"
             cells.append(f"{drawn} | {r.ap50:.3f} | {r.ap75:.3f}".rjust(26))
         lines.append(f"{k:<6}" + "".join(cells))
     return lines

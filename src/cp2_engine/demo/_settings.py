@@ -136,8 +136,10 @@ class DemoImage:
 class HitlRound:
     """One HITL round (round 0 is the starting model, before any annotation).
 
-    ``n_drawn`` is the number of ROIs the annotator had to draw on ``image`` (the human effort);
-    ``ap50`` / ``ap75`` are the mean AP of the model trained in this round on the test images.
+    ``n_drawn`` is the number of ROIs the model missed and the annotator drew on ``image``,
+    ``n_fixed`` the number it redrew because their predicted outline was wrong (IoU below the
+    annotator's ``keep_iou``); ``n_human`` = drawn + fixed is the human effort. ``ap50`` /
+    ``ap75`` are the mean AP of the model trained in this round on the test images.
     """
 
     round: int
@@ -150,6 +152,12 @@ class HitlRound:
     ap75: float
     train_seconds: float
     losses: tuple[float, ...]
+    n_fixed: int = 0
+
+    @property
+    def n_human(self) -> int:
+        """ROIs the human drew on this round's image: missed plus fixed."""
+        return self.n_drawn + self.n_fixed
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "iter_rank_images",
             "rank_images",
         ],
-        "_annotator": ["Correction", "SimulatedAnnotator"],
+        "_annotator": ["Correction", "KEEP_IOU", "SimulatedAnnotator"],
         "_experiment_results": ["EXPERIMENTS", "write_results"],
         "_experiments": [
             "ExperimentData",

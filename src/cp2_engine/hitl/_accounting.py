@@ -19,6 +19,13 @@ pairs that overlap. So a split of one predicted ROI into two counts as one ``edi
 The counts always satisfy ``accepted + edited + drawn == n_corrected`` and
 ``accepted + edited + deleted == n_predicted``.
 
+Human effort is ``n_human = edited + drawn``. For a correction by the
+:class:`~cp2_engine.hitl.SimulatedAnnotator` (``keep_iou`` <= ``accept_iou``) this equals the
+annotator's ``n_fixed + n_drawn``: its kept ROIs are untouched (accepted), a fixed ROI (redrawn
+because its outline was below ``keep_iou``) is the true ROI in place of the predicted one
+(edited, or drawn when it no longer overlaps it), and a missed ROI is drawn (or edited when a
+deleted prediction overlapped it).
+
 This module is pure (numpy and scipy only), so the napari plugin reuses it as is.
 """
 
