@@ -23,7 +23,7 @@ _DERIVED_SUFFIXES = (
     "_rois",
 )
 
-__all__ = ["LABEL_SUFFIXES", "find_image_label_pairs", "find_label_files"]
+__all__ = ["LABEL_SUFFIXES", "find_image_label_pairs", "find_images", "find_label_files"]
 
 
 def _split_label_name(path: Path) -> str | None:
@@ -142,3 +142,35 @@ def find_image_label_pairs(folder) -> list[tuple[Path, Path]]:
         else:
             logger.info("no label file for %s", path.name)
     return pairs
+
+
+def find_images(folder) -> list[Path]:
+    """The images of a folder, without the label and output files cp2 or Cellpose wrote there.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+
+    Returns
+    -------
+    list of pathlib.Path
+        Sorted by name.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``folder`` is not a folder.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> for n in ("a.tif", "a_cp_masks.tif", "a_cp_overlay.png", "b.png", "notes.txt"):
+    ...     (d / n).touch()
+    >>> [p.name for p in find_images(d)]
+    ['a.tif', 'b.png']
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder: {folder}")
+    return [p for p in sorted(folder.iterdir()) if _is_image(p)]
