@@ -422,13 +422,13 @@ def _page_faults_of_a_forward_pass():
 
     import torch
 
-    from cp2_engine.inference import accumulate_tiles, tune_allocator
+    from cp2_engine.inference import accumulate_tiles
     from cp2_engine.large._blocks import _pin_threads_to_worker
-    from cp2_engine.network import CPnet
+    from cp2_engine.network import CPnet, get_runner, tune_allocator
 
     _pin_threads_to_worker()
     tune_allocator()
-    net = CPnet().eval()
+    net = get_runner(CPnet().eval(), precision="fp32", backend="torch")
     image = torch.rand(2, 224, 224 * 8)
     tiles = [(0, k, 0, 224 * k) for k in range(8)]
     faults = []

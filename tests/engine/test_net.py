@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cp2_engine.network import CPnet, inference_forward
+from cp2_engine.network import CPnet, get_runner
 
 
 def _seeded_net(seed: int, *args, **kwargs) -> CPnet:
@@ -116,24 +116,24 @@ def test_backward_reaches_all_trainable_parameters():
     assert missing == []
 
 
-def test_inference_forward_matches_plain(net):
+def test_torch_runner_fp32_matches_plain(net):
     x = _input(6)
     with torch.no_grad():
         y_ref, s_ref = net(x)
-    y, s = inference_forward(net, x)
+    y, s = get_runner(net, precision="fp32", backend="torch", channels_last=False)(x)
     assert torch.equal(y, y_ref) and torch.equal(s, s_ref)
 
 
-def test_inference_forward_channels_last_and_bf16():
+def test_torch_runner_channels_last_and_bf16():
     net = _seeded_net(2)
     x = _input(7)
     with torch.no_grad():
         y_ref, s_ref = net(x)
-    y_cl, s_cl = inference_forward(net, x, channels_last=True)
+    y_cl, s_cl = get_runner(net, precision="fp32", backend="torch", channels_last=True)(x)
     assert net.output[2].weight.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(y_cl, y_ref, atol=1e-4)
     assert torch.allclose(s_cl, s_ref, atol=1e-5)
-    y_bf, s_bf = inference_forward(net, x, bf16=True)
+    y_bf, s_bf = get_runner(net, precision="bf16", backend="torch")(x)
     assert y_bf.dtype == torch.float32 and s_bf.dtype == torch.float32
     scale = y_ref.abs().max()
     assert (y_bf - y_ref).abs().max() < 0.1 * scale

@@ -105,7 +105,8 @@ _THREAD_FAULTS = """
 import resource, threading, time
 import numpy as np, torch
 from cp2_engine.network._net import CPnet
-from cp2_engine.inference._tiling import run_tiled, tune_allocator
+from cp2_engine.inference._tiling import run_tiled
+from cp2_engine.network import tune_allocator
 
 stop = threading.Event()
 
@@ -120,9 +121,9 @@ tune_allocator()
 net, x, out = CPnet().eval(), np.random.default_rng(0).random((2, 224, 1792), np.float32), []
 
 def job():
-    run_tiled(net, x)
+    run_tiled(net, x, precision="fp32", backend="torch")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    run_tiled(net, x)
+    run_tiled(net, x, precision="fp32", backend="torch")
     out.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 worker = threading.Thread(target=job)

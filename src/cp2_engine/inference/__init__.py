@@ -24,7 +24,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "pad_widths",
             "run_tiled",
             "taper_mask",
-            "tune_allocator",
         ],
         "_transforms": [
             "MIN_RANGE",

@@ -1,6 +1,6 @@
 """Inference settings: every default of ``Model.segment`` is documented once, here.
 
-The training settings live with the training code (``train.py``), not here.
+The training settings live with the training code (``cp2_engine.training.TrainConfig``).
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from cp2_engine.network import BACKENDS, PRECISIONS
 
 __all__ = ["SegmentConfig", "resolve_niter"]
 
@@ -75,13 +77,19 @@ class SegmentConfig:
         Scale each channel so that its 1st and 99th percentiles map to 0 and 1.
     invert : bool
         Invert the image intensities (``1 - x`` after normalisation).
-    bf16 : bool
-        Run the network in bfloat16 autocast (faster on CPUs with AVX-512 BF16; small error).
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Precision of the network (:func:`cp2_engine.network.resolve_precision`, the one policy
+        of inference and training). ``"auto"`` (default) is bfloat16 on a CPU that computes it
+        natively (AVX-512 BF16 / AMX) and on CUDA, float32 elsewhere; ``"fp32"`` is the exact
+        path. bf16 masks agree with fp32 masks (``docs/benchmarks.md``).
+    backend : {"auto", "torch", "openvino"}
+        What runs the network (:func:`cp2_engine.network.resolve_backend`): ``"auto"``
+        (default) is OpenVINO on the CPU where it is installed, torch elsewhere. Both give the
+        same outputs to ~1e-5 at fp32.
     channels_last : bool or None
-        Run the network in the channels-last memory format (same values to float rounding;
-        converts the model's weights in place once). None (default) means on the CPU only, where
-        oneDNN's channels-last convolutions are about 1.17x faster at fp32 (2 cores, 8 x 224²
-        tiles) and, with ``bf16``, about 2x faster on an AVX-512 BF16 CPU.
+        Torch backend: run the network in the channels-last memory format (same values to float
+        rounding; converts the model's weights in place once). None (default) means on the CPU
+        only, where oneDNN's channels-last convolutions are faster.
     device : str
         Torch device used by the command line to load a model ("auto", "cpu", "cuda", "mps").
         ``Model.segment`` always runs on the device its model was loaded on.
@@ -126,7 +134,8 @@ class SegmentConfig:
     resample: bool = True
     normalize: bool = True
     invert: bool = False
-    bf16: bool = False
+    precision: str = "auto"
+    backend: str = "auto"
     channels_last: bool | None = None
     device: str = "auto"
     do_3d: bool = False
@@ -152,6 +161,10 @@ class SegmentConfig:
             )
         if not isinstance(self.device, str):
             raise TypeError(f"device must be a string such as 'auto', got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         self._check_stack_options()
 
     def _check_stack_options(self) -> None:

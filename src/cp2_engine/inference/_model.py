@@ -212,7 +212,8 @@ class Model:
             batch_size=config.batch_size,
             augment=config.augment,
             device=self.device,
-            bf16=config.bf16,
+            precision=config.precision,
+            backend=config.backend,
             channels_last=use_channels_last(config.channels_last, self.device),
         )
 

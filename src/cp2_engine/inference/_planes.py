@@ -19,7 +19,6 @@ from cp2_engine.inference._tiling import (
     make_tile_grid,
     pad_widths,
     taper_mask,
-    tune_allocator,
 )
 from cp2_engine.inference._transforms import (
     _MAX_CHANNELS,
@@ -29,7 +28,7 @@ from cp2_engine.inference._transforms import (
     normalize99,
     resize_image,
 )
-from cp2_engine.network import inference_forward
+from cp2_engine.network import get_runner
 from cp2_engine.util import drain
 
 
@@ -181,8 +180,13 @@ def iter_run_planes(
     grid = make_tile_grid((ph, pw), bsize=bsize, tile_overlap=config.tile_overlap, augment=augment)
     tiles = grid_tiles(grid)
     (ty, tx), dev = grid.tile, torch.device(device)
-    if dev.type == "cpu":
-        tune_allocator()
+    runner = get_runner(
+        net,
+        device=dev,
+        precision=config.precision,
+        backend=config.backend,
+        channels_last=channels_last,
+    )
     mask = torch.from_numpy(taper_mask(ty, tx)).to(dev)
     weight = torch.zeros((ph, pw), device=dev)
     for _, _, ys, xs in tiles:
@@ -200,9 +204,7 @@ def iter_run_planes(
             batch[k] = torch.flip(t, [d for d, o in ((-2, iy % 2), (-1, ix % 2)) if o]) if (
                 augment
             ) else t  # fmt: skip
-        y, styles = inference_forward(
-            net, batch[: len(chunk)], bf16=config.bf16, channels_last=channels_last
-        )
+        y, styles = runner(batch[: len(chunk)])
         style = styles.sum(0).double().cpu() + (style if style.numel() else 0)
         if out is None:
             out = np.empty((y.shape[1], n, h, w), np.float32)

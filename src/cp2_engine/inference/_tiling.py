@@ -9,18 +9,14 @@ edge). The style of the image is the L2-normalised sum of the tile styles.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import math
-import os
-import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from cp2_engine.network import inference_forward
+from cp2_engine.network import get_runner
 
 __all__ = [
     "TileGrid",
@@ -30,7 +26,6 @@ __all__ = [
     "pad_widths",
     "run_tiled",
     "taper_mask",
-    "tune_allocator",
 ]
 
 logger = logging.getLogger(__name__)
@@ -39,7 +34,6 @@ _DIV = 16  # padded size is a multiple of this ...
 _EXTRA = 8  # ... plus this many pixels on each side
 _TAPER_EDGE = 20.0  # the blending weight is 0.5 this far from a tile edge
 _TAPER_WIDTH = 7.5
-_ALLOCATOR_TUNED = False
 
 
 @dataclass(frozen=True)
@@ -132,59 +126,6 @@ def _pad_amounts(length: int) -> tuple[int, int]:
     return _EXTRA + extra // 2, _EXTRA + extra - extra // 2
 
 
-def tune_allocator() -> bool:
-    """Keep freed memory in the process (glibc only) so large activations are not re-faulted.
-
-    With glibc defaults, buffers above the mmap threshold are returned to the OS after every
-    forward pass and page-faulted in again on the next one, which costs a large share of CPU
-    inference time. This raises ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD`` (the same effect
-    as the ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` environment variables).
-
-    It also sets ``M_ARENA_MAX`` to 1, so that threads started afterwards (the napari plugin's
-    workers) allocate from the main heap: glibc gives other threads arenas whose heaps are at
-    most 64 MB, where the network's larger buffers are always mapped and unmapped, whatever the
-    thresholds (about 8% of a segmentation's time). A thread that has already allocated keeps
-    its arena, so call this before starting the thread; dask workers get the same effect from
-    ``MALLOC_ARENA_MAX=1`` (:func:`cp2_engine.large.local_cluster`).
-
-    It is called by :func:`accumulate_tiles` on the CPU (so by :func:`run_tiled` and the
-    large-image network tasks) and by the napari plugin before it starts a worker thread; set
-    ``CP2_NO_ALLOCATOR_TUNING=1`` to disable.
-
-    Returns
-    -------
-    bool
-        True if the settings were applied (now or before).
-
-    Examples
-    --------
-    >>> isinstance(tune_allocator(), bool)
-    True
-    """
-    global _ALLOCATOR_TUNED
-    if _ALLOCATOR_TUNED:
-        return True
-    if os.environ.get("CP2_NO_ALLOCATOR_TUNING") or not sys.platform.startswith("linux"):
-        return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
-    ok = (
-        mallopt(m_mmap_threshold, 1 << 30) == 1
-        and mallopt(m_trim_threshold, (1 << 31) - 1) == 1
-        and mallopt(m_arena_max, 1) == 1
-    )
-    _ALLOCATOR_TUNED = bool(ok)
-    logger.info("glibc allocator tuning %s", "applied" if ok else "failed")
-    return _ALLOCATOR_TUNED
-
-
 def _flip_tile(t: torch.Tensor, iy: int, ix: int) -> torch.Tensor:
     dims = [d for d, odd in ((-2, iy % 2), (-1, ix % 2)) if odd]
     return torch.flip(t, dims) if dims else t
@@ -242,8 +183,9 @@ def run_tiled(
     batch_size: int = 8,
     augment: bool = False,
     device=None,
-    bf16: bool = False,
-    channels_last: bool = False,
+    precision: str = "auto",
+    backend: str = "auto",
+    channels_last: bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Run ``net`` over ``x`` in blended tiles.
 
@@ -265,10 +207,12 @@ def run_tiled(
         and column (X) index; outputs are flipped back with the flow sign corrected.
     device : torch.device or str, optional
         Where to run; default the device of the net's parameters.
-    bf16 : bool
-        bfloat16 autocast.
-    channels_last : bool
-        Use the channels-last memory format (converts the net's weights in place, once).
+    precision, backend : str
+        How the network runs (:func:`cp2_engine.network.get_runner`): ``"auto"`` is the fast
+        path this machine has; ``precision="fp32", backend="torch"`` is the exact eager path.
+    channels_last : bool or None
+        Torch backend: channels-last memory format (None: on the CPU; converts the net's
+        weights in place, once).
 
     Returns
     -------
@@ -289,23 +233,24 @@ def run_tiled(
     grid = make_tile_grid(
         padded.shape[1:], bsize=bsize, tile_overlap=tile_overlap, augment=augment
     )
-    y, style = _blend_tiles(net, padded, grid, dev, batch_size, augment, bf16, channels_last)
+    runner = get_runner(
+        net, device=dev, precision=precision, backend=backend, channels_last=channels_last
+    )
+    y, style = _blend_tiles(runner, padded, grid, dev, batch_size, augment)
     norm = np.linalg.norm(style)
     style = style / norm if norm > 0 else style
     return np.ascontiguousarray(y[:, y0:y1, x0:x1]), style.astype(np.float32)
 
 
-def _blend_tiles(net, padded, grid, dev, batch_size, augment, bf16, channels_last):
+def _blend_tiles(runner, padded, grid, dev, batch_size, augment):
     tiles = grid_tiles(grid)
     acc, weight, style = accumulate_tiles(
-        net,
+        runner,
         torch.from_numpy(padded).to(dev),
         tiles,
         tile=grid.tile,
         batch_size=batch_size,
         augment=augment,
-        bf16=bf16,
-        channels_last=channels_last,
     )
     acc /= weight
     return acc.cpu().numpy(), style.cpu().numpy()
@@ -327,7 +272,7 @@ def grid_tiles(grid: TileGrid) -> list[tuple[int, int, int, int]]:
 
 
 def accumulate_tiles(
-    net,
+    runner,
     image: torch.Tensor,
     tiles,
     *,
@@ -335,8 +280,6 @@ def accumulate_tiles(
     origin: tuple[int, int] = (0, 0),
     batch_size: int = 8,
     augment: bool = False,
-    bf16: bool = False,
-    channels_last: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run ``net`` on some tiles of a padded image and add up their tapered outputs.
 
@@ -346,8 +289,9 @@ def accumulate_tiles(
 
     Parameters
     ----------
-    net : CPnet
-        The network, in eval mode.
+    runner : NetRunner or CPnet
+        What runs the batches (:func:`cp2_engine.network.get_runner`); a bare network (in eval
+        mode) runs on its fast path (precision and backend ``"auto"``).
     image : torch.Tensor
         ``(nchan, h, w)`` window of the padded network input, on the net's device.
     tiles : sequence of (int, int, int, int)
@@ -357,7 +301,7 @@ def accumulate_tiles(
         Tile height and width.
     origin : (int, int)
         Where the window starts in the whole padded image.
-    batch_size, augment, bf16, channels_last
+    batch_size, augment
         As in :func:`run_tiled`.
 
     Returns
@@ -380,8 +324,9 @@ def accumulate_tiles(
     ty, tx = tile
     oy, ox = origin
     dev = image.device
-    if dev.type == "cpu":
-        tune_allocator()
+    net = runner if isinstance(runner, torch.nn.Module) else None  # keeps a bare net alive
+    if net is not None:
+        runner = get_runner(net, device=dev)
     mask = torch.from_numpy(taper_mask(ty, tx)).to(dev)
     acc = None
     weight = torch.zeros(image.shape[1:], device=dev)
@@ -393,7 +338,7 @@ def accumulate_tiles(
         for k, (iy, ix, ys, xs) in enumerate(chunk):
             t = image[:, ys : ys + ty, xs : xs + tx]
             inp[k] = _flip_tile(t, iy, ix) if augment else t
-        out, styles = inference_forward(net, inp, bf16=bf16, channels_last=channels_last)
+        out, styles = runner(inp)
         if acc is None:
             acc = torch.zeros((out.shape[1], *image.shape[1:]), device=dev)
             style = torch.zeros(styles.shape[1], device=dev, dtype=torch.float64)

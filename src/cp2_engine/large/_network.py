@@ -383,18 +383,23 @@ def network_sums(model, x: np.ndarray, *, tiles, window: Window, tile, config) -
     import torch
 
     from cp2_engine.inference import accumulate_tiles
-    from cp2_engine.network import use_channels_last
+    from cp2_engine.network import get_runner, use_channels_last
 
-    acc, weight, _ = accumulate_tiles(
+    runner = get_runner(
         model.net,
+        device=model.device,
+        precision=config.precision,
+        backend=config.backend,
+        channels_last=use_channels_last(config.channels_last, model.device),
+    )
+    acc, weight, _ = accumulate_tiles(
+        runner,
         torch.from_numpy(np.ascontiguousarray(x)).to(model.device),
         tiles,
         tile=tile,
         origin=(window[0], window[2]),
         batch_size=config.batch_size,
         augment=config.augment,
-        bf16=config.bf16,
-        channels_last=use_channels_last(config.channels_last, model.device),
     )
     return torch.cat([acc, weight[None]]).cpu().numpy()
 

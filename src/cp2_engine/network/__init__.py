@@ -1,5 +1,6 @@
-"""The Cellpose network: the residual U-net (CPnet), model files (strict load, atomic save) and
-the registry that finds bundled, user and Cellpose-cache models by name (no downloads).
+"""The Cellpose network: the residual U-net (CPnet), model files (strict load, atomic save),
+the registry that finds bundled, user and Cellpose-cache models by name (no downloads), and the
+runtime that runs it (one precision policy, torch or OpenVINO backends).
 """
 
 import lazy_loader as _lazy
@@ -15,7 +16,15 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "resolve_precision",
             "use_channels_last",
         ],
-        "_net": ["CPnet", "DEFAULT_NBASE", "inference_forward"],
+        "_net": ["CPnet", "DEFAULT_NBASE"],
+        "_runtime": [
+            "BACKENDS",
+            "NetRunner",
+            "get_runner",
+            "openvino_available",
+            "resolve_backend",
+            "tune_allocator",
+        ],
         "_registry": [
             "ModelNotFoundError",
             "ModelSpec",

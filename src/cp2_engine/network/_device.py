@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 
 import torch
 
@@ -100,7 +101,8 @@ def resolve_precision(precision: str | None = "auto", device: torch.device | str
         ``"auto"`` (or None) picks the fast precision the hardware computes natively:
         bfloat16 on a CPU with AVX-512 BF16 or AMX (:func:`cpu_has_native_bf16`), bfloat16 on a
         CUDA GPU that supports it and float16 on an older one, float32 elsewhere (CPUs without
-        native bfloat16, Apple MPS). ``"fp32"`` is the exact path (the network's own
+        native bfloat16, Apple MPS); the environment variable ``CP2_PRECISION`` (one of the
+        other values) replaces that choice. ``"fp32"`` is the exact path (the network's own
         precision); ``"bf16"`` / ``"fp16"`` force a reduced precision (``"fp16"`` on CUDA only;
         ``"bf16"`` on a CPU without native support runs emulated, slower than fp32).
     device : torch.device or str
@@ -125,6 +127,8 @@ def resolve_precision(precision: str | None = "auto", device: torch.device | str
     """
     if precision is None:
         precision = "auto"
+    if precision == "auto":
+        precision = os.environ.get("CP2_PRECISION", "auto") or "auto"
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     kind = torch.device(device).type

@@ -16,7 +16,6 @@ Layout, for ``nbase = (nchan, 32, 64, 128, 256)``:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_NBASE", "CPnet", "inference_forward"]
+__all__ = ["DEFAULT_NBASE", "CPnet"]
 
 DEFAULT_NBASE = (2, 32, 64, 128, 256)
 """Channel widths of the standard net: input channels, then the four encoder widths."""
@@ -231,53 +230,3 @@ class CPnet(nn.Module):
         style = self.make_style(features[-1])
         y = self.upsample(style, features)
         return self.output(y), style
-
-
-def inference_forward(
-    net: CPnet, x: torch.Tensor, *, bf16: bool = False, channels_last: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward ``x`` through ``net`` without autograd, optionally in bf16 and/or channels-last.
-
-    The net is used in its current mode: call ``net.eval()`` first for inference.
-    ``channels_last=True`` converts the net's weights to the channels-last memory format in
-    place (once; the values are unchanged) and feeds the input in that format.
-    ``bf16=True`` runs under ``torch.autocast`` with bfloat16 (CPU with AVX-512 BF16, or CUDA);
-    the outputs are returned as float32.
-
-    Parameters
-    ----------
-    net : CPnet
-        The network.
-    x : torch.Tensor
-        (B, nchan, H, W) input on the net's device.
-    bf16 : bool, default False
-        Use bfloat16 autocast.
-    channels_last : bool, default False
-        Use the channels-last (NHWC) memory format.
-
-    Returns
-    -------
-    y, style : torch.Tensor
-        float32 (B, nout, H, W) output and (B, nbase[-1]) style, contiguous.
-
-    Examples
-    --------
-    >>> import torch
-    >>> net = CPnet().eval()
-    >>> y, style = inference_forward(net, torch.zeros(2, 2, 32, 32), channels_last=True)
-    >>> tuple(y.shape), y.dtype
-    ((2, 3, 32, 32), torch.float32)
-    """
-    if channels_last:
-        kernel = next((p for p in net.parameters() if p.ndim == 4), None)
-        if kernel is not None and not kernel.is_contiguous(memory_format=torch.channels_last):
-            net.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    autocast = (
-        torch.autocast(device_type=x.device.type, dtype=torch.bfloat16)
-        if bf16
-        else contextlib.nullcontext()
-    )
-    with torch.inference_mode(), autocast:
-        y, style = net(x)
-    return y.float().contiguous(), style.float().contiguous()
