@@ -51,7 +51,7 @@ def _worker(variant: str, epochs: int, threads: int, n_train: int, n_test: int) 
 
     torch.set_num_threads(threads)
     train_set, test_set = _data(n_train, n_test)
-    config = TrainConfig(mode="online", n_epochs=epochs, device="cpu", bf16=variant == "bf16")
+    config = TrainConfig(mode="online", n_epochs=epochs, device="cpu", precision=variant)
     t0 = time.perf_counter()
     result = train(
         "cp2_cyto", [s.image for s in train_set], [s.labels for s in train_set], config=config

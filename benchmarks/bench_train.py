@@ -142,7 +142,7 @@ def _cellpose_python() -> str | None:
     return path if Path(path).exists() else None
 
 
-def _full_round(threads: int, *, bf16: bool | None = None) -> float:
+def _full_round(threads: int, *, precision: str = "auto") -> float:
     import torch
 
     from cp2_engine.network import CPnet
@@ -154,7 +154,7 @@ def _full_round(threads: int, *, bf16: bool | None = None) -> float:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         net = CPnet()
-    cfg = TrainConfig(mode="online", n_epochs=100, device="cpu", bf16=bf16)
+    cfg = TrainConfig(mode="online", n_epochs=100, device="cpu", precision=precision)
     t0 = time.perf_counter()
     train(net, [c.image for c in cells], [c.labels for c in cells], config=cfg)
     return time.perf_counter() - t0
@@ -188,9 +188,9 @@ def main(argv=None) -> int:
     if len(rounds) > 1 and cellpose:
         _report_rounds(rounds)
     if args.full:
-        bf16 = True if args.bf16 else False if args.fp32 else None
-        seconds = _full_round(args.threads, bf16=bf16)
-        how = {True: "bf16", False: "fp32", None: "default precision"}[bf16]
+        precision = "bf16" if args.bf16 else "fp32" if args.fp32 else "auto"
+        seconds = _full_round(args.threads, precision=precision)
+        how = {"auto": "default precision"}.get(precision, precision)
         print(f"HITL round measured with train() ({how}): "
               f"{seconds:.1f} s")  # fmt: skip
     return 0

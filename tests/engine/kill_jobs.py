@@ -17,7 +17,8 @@ def hitl_config():
     from cp2_engine.training import TrainConfig
 
     return TrainConfig(n_epochs=6, bsize=32, batch_size=2, min_images_per_epoch=2, save_every=1,
-                       warmup_epochs=0, min_train_masks=1, device="cpu", bf16=False)  # fmt: skip
+                       warmup_epochs=0, min_train_masks=1, device="cpu",
+                       precision="fp32")  # fmt: skip
 
 
 def make_hitl_project(folder: Path) -> None:
@@ -78,7 +79,7 @@ def zoo(folder: Path) -> None:
 
     torch.set_num_threads(1)
     tiny = {"bsize": 32, "batch_size": 2, "min_images_per_epoch": 2, "warmup_epochs": 0,
-            "device": "cpu", "save_every": 1, "bf16": False}  # fmt: skip
+            "device": "cpu", "save_every": 1, "precision": "fp32"}  # fmt: skip
     config = ZooBuildConfig(n_neighbors=1, epochs=3, seed=0, train_overrides=tiny)
     images, labels = zoo_data()
     base = Model.random(seed=0)

@@ -63,11 +63,18 @@ def test_segmenting_on_cuda_gives_the_cpu_masks():
     assert average_precision(sample.labels, gpu.masks, thresholds=(0.5,)).ap[0, 0] >= 0.8
 
 
-def test_training_on_cuda_with_mixed_precision_lowers_the_loss():
+@pytest.mark.parametrize("precision", ["auto", "bf16", "fp16"])
+def test_training_on_cuda_with_mixed_precision_lowers_the_loss(precision):
+    """Every CUDA precision trains (fp16 through the gradient scaler, bf16 without one)."""
+    from cp2_engine.training import TrainState
+
+    state = TrainState.create(Model.random(seed=0).net, device="cuda", precision=precision,
+                              learning_rate=0.1)  # fmt: skip
+    assert state.scaler.is_enabled() == (state.precision == "fp16")
     made = [touching_cells((192, 192), diameter=24, seed=s) for s in range(8)]
     config = TrainConfig(
-        n_epochs=12, learning_rate=0.2, warmup_epochs=2, device="cuda", amp=True, seed=0,
-        save_every=10**6,
+        n_epochs=12, learning_rate=0.2, warmup_epochs=2, device="cuda", precision=precision,
+        seed=0, save_every=10**6,
     )  # fmt: skip
     result = train(
         Model.random(seed=0, device="cuda").net,

@@ -101,7 +101,7 @@ def _write_folder(folder, n=2, size=64):
 def _train_cmd(images, out):
     return cp2("train", "--images", images, "--out", out, "--name", "m", "--epochs", 5,
                "--bsize", 32, "--batch-size", 4, "--save-every", 1, "--device", "cpu",
-               "--no-bf16", "--min-train-masks", 1, "--no-progress")  # fmt: skip
+               "--precision", "fp32", "--min-train-masks", 1, "--no-progress")  # fmt: skip
 
 
 def test_cp2_train_resumes_after_kill(tmp_path):
@@ -132,7 +132,7 @@ def test_recipe_training_resumes_after_kill(tmp_path):
 
     from test_recipe_training import RECIPE
 
-    from cp2_engine.recipes import load_recipe_checkpoint
+    from cp2_engine.training import load_checkpoint
 
     data = tmp_path / "data" / "toy" / "train"
     _write_folder(data, n=3)
@@ -158,7 +158,7 @@ def test_recipe_training_resumes_after_kill(tmp_path):
         kill_after(cmd("out"), r"^checkpoint saved", kill_at)
         assert not temp_files(tmp_path / "out")
     cycle = 2 if (tmp_path / "out" / "cycle1" / "tiny").is_file() else 1
-    done = load_recipe_checkpoint(tmp_path / "out" / f"cycle{cycle}" / "train.ckpt")["step"]
+    done = load_checkpoint(tmp_path / "out" / f"cycle{cycle}" / "train.ckpt")["step"]
     lines = run(cmd("out"))
     assert f"cycle {cycle}/2 resumes at step {done}" in lines and done > 0
     assert cycle == 2 and done < 6  # steps of cycle 2 run after the resume

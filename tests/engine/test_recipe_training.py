@@ -17,17 +17,16 @@ from cp2_engine.recipes import (
     is_bundled_recipe,
     iter_train_recipe,
     load_bundled_recipe,
-    load_recipe_checkpoint,
     train_recipe,
 )
 from cp2_engine.synthetic import touching_cells
-from cp2_engine.training import CheckpointSaved, StepEvent
+from cp2_engine.training import CheckpointSaved, StepEvent, load_checkpoint
 
 RECIPE = tiny_recipe(
     n_images=2,
     weight=0.5,
     schedule="{schedule}",
-    train_extra="bf16 = false\ncheckpoint_seconds = 1000",
+    train_extra='precision = "fp32"\ncheckpoint_seconds = 1000',
     max_images=2,
     real_source=True,
 )
@@ -81,10 +80,13 @@ def test_two_cycles_second_starts_from_first_export(setup):
             break
     assert [c.steps for c in result.cycles] == [3, 2]
     steps = [e for e in events if isinstance(e, StepEvent)]
-    assert [(e.epoch, e.step) for e in steps] == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]
+    assert [e.step for e in steps] == [0, 1, 2, 0, 1]  # within each cycle
+    assert {e.epoch for e in steps} == {None}  # a recipe has no epochs (the cycle: CycleStarted)
+    saved = [e for e in events if isinstance(e, CheckpointSaved)]
+    assert [(e.step, e.epoch) for e in saved] == [(3, None), (2, None)]  # steps done
     starts = [e for e in events if isinstance(e, CycleStarted)]
     assert starts[0].init is None and starts[1].init == str(tmp / "out" / "cycle1" / "tiny")
-    init = load_recipe_checkpoint(tmp / "out" / "cycle2" / "train.ckpt")["init"]
+    init = load_checkpoint(tmp / "out" / "cycle2" / "train.ckpt")["init"]
     export1 = tmp / "out" / "cycle1" / "tiny"
     from cp2_engine.network import sha256_file
 
@@ -107,12 +109,33 @@ def test_resume_after_close_replays_the_same_losses(setup):
     while n_steps < 2:
         n_steps += isinstance(next(gen), StepEvent)
     gen.close()  # cancel mid-cycle: the checkpoint holds 2 steps
-    assert load_recipe_checkpoint(tmp / "b" / "cycle1" / "train.ckpt")["step"] == 2
+    assert load_checkpoint(tmp / "b" / "cycle1" / "train.ckpt")["step"] == 2
     resumed = _run(recipe, tmp / "b", tmp / "data")
     assert resumed.losses == reference  # bitwise on the CPU
-    a = load_recipe_checkpoint(tmp / "a" / "cycle1" / "train.ckpt")["ema"]
-    b = load_recipe_checkpoint(tmp / "b" / "cycle1" / "train.ckpt")["ema"]
+    a = load_checkpoint(tmp / "a" / "cycle1" / "train.ckpt")["ema"]
+    b = load_checkpoint(tmp / "b" / "cycle1" / "train.ckpt")["ema"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_of_the_old_recipe_format_still_resumes(setup):
+    """Checkpoints written before the one training driver (format 'cp2-recipe-checkpoint',
+    optimizer under 'opt') are converted on load: the cycle resumes to the uninterrupted run."""
+    tmp, write = setup
+    recipe = write("steps = 5")
+    reference = _run(recipe, tmp / "a", tmp / "data").losses
+    gen = _gen(recipe, tmp / "b", tmp / "data")
+    while not isinstance(next(gen), StepEvent):
+        pass
+    next(gen)
+    gen.close()  # the checkpoint holds 1 or 2 steps
+    path = tmp / "b" / "cycle1" / "train.ckpt"
+    new = load_checkpoint(path)
+    old = {"format": "cp2-recipe-checkpoint", "net": new["net"], "opt": new["optimizer"]}
+    old |= {k: new[k] for k in ("ema", "step", "losses", "seconds", "total_steps", "hardware",
+                                "init")}  # fmt: skip
+    torch.save(old, path)
+    assert load_checkpoint(path)["step"] == new["step"] > 0
+    assert _run(recipe, tmp / "b", tmp / "data").losses == reference  # bitwise on the CPU
 
 
 def _assert_same_state(a, b, where: str = "") -> None:
@@ -131,6 +154,18 @@ def _assert_same_state(a, b, where: str = "") -> None:
         assert a == b, where
 
 
+def test_the_old_bf16_key_is_read_as_precision(setup, caplog):
+    _, write = setup
+    text = RECIPE.replace("{schedule}", "steps = 1").replace('precision = "fp32"', "bf16 = true")
+    with caplog.at_level("WARNING"):
+        assert load_bundled_recipe(write(text=text)).train.precision == "bf16"
+    assert "'bf16 = true' is deprecated" in caplog.text
+    text = text.replace("bf16 = true", "bf16 = false")
+    assert load_bundled_recipe(write(text=text)).train.precision == "fp32"
+    text = text.replace("bf16 = false\n", "")
+    assert load_bundled_recipe(write(text=text)).train.precision == "auto"  # the default
+
+
 def test_resume_from_a_periodic_checkpoint_is_bitwise(setup):
     """What a SIGKILL after the periodic checkpoint of step 2 leaves (the log a line and a half
     further) resumes to the uninterrupted run bitwise: losses, net, SGD momentum, EMA, export."""
@@ -141,15 +176,15 @@ def test_resume_from_a_periodic_checkpoint_is_bitwise(setup):
     recipe = write(text=text.replace("checkpoint_seconds = 1000", "checkpoint_seconds = 0"))
     ref, crash = tmp / "ref", tmp / "crash"
     for event in _gen(recipe, ref, tmp / "data"):
-        if isinstance(event, CheckpointSaved) and event.epoch == 2 and not crash.exists():
+        if isinstance(event, CheckpointSaved) and event.step == 2 and not crash.exists():
             shutil.copytree(ref, crash)  # the files as they are right after that checkpoint
     with open(crash / "cycle1" / "train_log.jsonl", "a", encoding="utf-8") as log:
         log.write('{"step": 2, "loss": 0.0, "lr": 0.0, "seconds": 0.0}\n{"step": 3, "lo')
     events = list(_gen(recipe, crash, tmp / "data"))
     assert [e.start_step for e in events if isinstance(e, CycleStarted)] == [2, 0]
     for k in (1, 2):
-        a, b = (load_recipe_checkpoint(d / f"cycle{k}" / "train.ckpt") for d in (ref, crash))
-        for key in ("net", "opt", "ema", "step", "losses"):
+        a, b = (load_checkpoint(d / f"cycle{k}" / "train.ckpt") for d in (ref, crash))
+        for key in ("net", "optimizer", "ema", "step", "losses"):
             _assert_same_state(a[key], b[key], f"cycle{k}.{key}")
         wa, wb = (load_state_dict(d / f"cycle{k}" / "tiny") for d in (ref, crash))
         _assert_same_state(wa, wb, f"cycle{k} export")
@@ -197,9 +232,19 @@ def test_install_writes_a_loadable_model(setup):
         (lambda t: t.replace("diam_mean = 17.0\n", ""), ValueError, r"lacks the key.*diam_mean"),
         (lambda t: t.replace('kind = "synthetic"', 'kind = "video"'), ValueError, "'video'"),
         (lambda t: t.replace("toy_val.csv", "nope.csv"), FileNotFoundError, "nope.csv"),
-        (lambda t: t.replace("bf16 = false", "bf16 = false\nema_decy = 1"), ValueError, "decy"),
+        (
+            lambda t: t.replace("checkpoint_seconds", "ema_decy = 1\ncheckpoint_seconds"),
+            ValueError,
+            "decy",
+        ),
         (lambda t: t.replace("{schedule}", "steps = 2\ncycles = [2]"), ValueError, "exactly one"),
         (lambda t: t.replace("{schedule}", "cycles = [2, 0]"), ValueError, "positive"),
+        (lambda t: t.replace('"fp32"', '"half"'), ValueError, "precision must be one of"),
+        (
+            lambda t: t.replace('precision = "fp32"', 'bf16 = false\nprecision = "fp32"'),
+            ValueError,
+            "'precision' only",
+        ),
         (lambda t: t.replace("n_images = 2\n", ""), ValueError, r"#2.*n_images"),
     ],
 )
@@ -226,7 +271,7 @@ def test_cli_dispatches_bundled_recipes(setup, capsys):
     argv = ["train", "--recipe", str(recipe), "--out", str(tmp / "out"), "--data",
             str(tmp / "data"), "--device", "cpu", "--no-progress", "--threads", "1"]  # fmt: skip
     assert main([*argv, "--steps", "2", "1"]) == 0
-    assert load_recipe_checkpoint(tmp / "out" / "cycle1" / "train.ckpt")["step"] == 2
+    assert load_checkpoint(tmp / "out" / "cycle1" / "train.ckpt")["step"] == 2
     assert (tmp / "out" / "cycle2" / "tiny").is_file()
     assert "cycle 2 finished" in capsys.readouterr().out
     assert main([*argv, "--epochs", "3"]) == 2  # folder-training flag: clear error
@@ -277,6 +322,6 @@ def test_time_budget_fixes_the_steps_and_a_resume_keeps_them(setup):
     # a budget already spent after the 2 probe steps: the cycle ends there
     result = _run(recipe, tmp / "out", tmp / "data", time_budget=1e-6, probe_steps=2)
     assert result.cycles[0].steps == 2
-    assert load_recipe_checkpoint(tmp / "out" / "cycle1" / "train.ckpt")["total_steps"] == 2
+    assert load_checkpoint(tmp / "out" / "cycle1" / "train.ckpt")["total_steps"] == 2
     again = _run(recipe, tmp / "out", tmp / "data")  # finished: skipped, not extended to 50
     assert again.losses == result.losses

@@ -114,11 +114,11 @@ def _evil_torch(path: Path, marker: Path, **fields) -> Path:
 
 
 def test_recipe_checkpoint_refuses_code(tmp_path):
-    from cp2_engine.recipes import load_recipe_checkpoint
+    from cp2_engine.training import load_checkpoint
 
     marker = tmp_path / "pwned"
     path = _evil_torch(tmp_path / "train.ckpt", marker, format="cp2-recipe-checkpoint", step=1)
-    _refused(load_recipe_checkpoint, path, marker)
+    _refused(load_checkpoint, path, marker)
 
 
 def test_training_checkpoint_refuses_code(tmp_path):

@@ -300,7 +300,8 @@ def test_config_is_recorded_in_checkpoint(tmp_path):
     train(_small_net(), images, labels, config=cfg, save_path=tmp_path / "m")
     state = load_checkpoint(tmp_path / "m.ckpt")
     assert state["config"] == dataclasses.asdict(cfg.resolved(pretrained=True))
-    assert state["epoch"] == 0 and len(state["losses"]) == 1
+    assert state["epoch"] == 0 and len(state["epoch_losses"]) == 1
+    assert len(state["losses"]) == state["step"] > 0  # the loss of every step
 
 
 def test_size_model_saved_beside_model(tmp_path):
@@ -342,7 +343,35 @@ def test_cli_train_with_recipe_and_resume(tmp_path):
     assert main([*argv, "--no-progress"]) == 2  # unknown key -> clear error, exit status 2
 
 
-def test_cli_flags_reach_the_training_config():
+def test_an_old_epoch_checkpoint_is_refused_naming_the_file_and_what_to_do(tmp_path, capsys):
+    """A checkpoint of the epoch trainer before the one step driver (version 1) is not resumed:
+    the same command fails naming the file and --restart, which then trains from the start."""
+    import tifffile
+
+    from cp2_engine.cli import main
+
+    images, labels = _data(2)
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        tifffile.imwrite(tmp_path / f"c{i}_img.tif", img)
+        tifffile.imwrite(tmp_path / f"c{i}_masks.tif", lab)
+    argv = ["train", "--images", str(tmp_path), "--name", "m", "--epochs", "2", "--bsize", "32",
+            "--batch-size", "2", "--device", "cpu", "--no-progress"]  # fmt: skip
+    ckpt = tmp_path / "models" / "m.ckpt"
+    ckpt.parent.mkdir()
+    net = _small_net()
+    torch.save({"format": "cp2-train-checkpoint", "version": 1, "epoch": 0, "losses": [1.0],
+                "test_losses": [], "n_images": 2, "diam_labels": 16.0, "net": net.state_dict(),
+                "optimizer": {}, "scaler": {}, "config": {}}, ckpt)  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(ckpt) in err and "older cp2" in err and "--restart" in err
+    with pytest.raises(ValueError, match="older cp2"):
+        train(_small_net(), images, labels, config=_cfg(), resume_from=ckpt)
+    assert main([*argv, "--restart"]) == 0
+    assert load_checkpoint(ckpt)["epoch"] == 1
+
+
+def test_cli_flags_reach_the_training_config(caplog):
     import argparse
 
     from cp2_engine.cli import _train as train_cmd
@@ -350,12 +379,18 @@ def test_cli_flags_reach_the_training_config():
     parser = argparse.ArgumentParser()
     train_cmd.add_arguments(parser)
     plain = train_cmd._build_config(parser.parse_args([]), {})
-    assert (plain.bf16, plain.channels_last) == (None, None)  # None: decided per device
-    fast = train_cmd._build_config(parser.parse_args(["--bf16", "--channels-last"]), {})
-    assert (fast.bf16, fast.channels_last) == (True, True)
-    assert train_cmd._build_config(parser.parse_args(["--no-bf16"]), {}).bf16 is False
-    from_recipe = train_cmd._build_config(parser.parse_args([]), {"bf16": True})
-    assert from_recipe.bf16 is True
+    assert (plain.precision, plain.channels_last) == ("auto", None)  # decided per device
+    fast = train_cmd._build_config(parser.parse_args(["--precision", "bf16", "--channels-last"]),
+                                   {})  # fmt: skip
+    assert (fast.precision, fast.channels_last) == ("bf16", True)
+    with caplog.at_level("WARNING"):  # the old flags and recipe keys still work, deprecated
+        assert train_cmd._build_config(parser.parse_args(["--no-bf16"]), {}).precision == "fp32"
+        from_recipe = train_cmd._build_config(parser.parse_args([]), {"bf16": True, "amp": True})
+    assert from_recipe.precision == "bf16"
+    assert "--bf16/--no-bf16 are deprecated" in caplog.text
+    assert "read as precision='bf16'" in caplog.text
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="half")
 
 
 def test_cpu_training_uses_channels_last_by_default():
@@ -369,21 +404,24 @@ def test_cpu_training_uses_channels_last_by_default():
     np.testing.assert_allclose(default.losses, plain.losses, rtol=1e-3)
 
 
-def test_bf16_is_the_cpu_default_only_where_the_cpu_has_native_bf16(monkeypatch):
-    from cp2_engine.training import _step as train_mod
+def test_training_precision_is_the_one_policy(monkeypatch):
+    """Training asks cp2_engine.network.resolve_precision: bf16 by default only on a CPU with
+    native bf16; no gradient scaler outside fp16 on CUDA; fp16 off CUDA is refused."""
+    from cp2_engine.network import _device
+    from cp2_engine.training import TrainState
 
-    cpu, other = torch.device("cpu"), torch.device("meta")
     for native in (True, False):
-        monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda native=native: native)
-        assert train_mod._use_bf16(TrainConfig(), cpu) is native
-        assert train_mod._use_bf16(TrainConfig(bf16=True), cpu) is True
-        assert train_mod._use_bf16(TrainConfig(bf16=False), cpu) is False
-        assert train_mod._use_bf16(TrainConfig(bf16=True), other) is False  # CPU autocast only
-    monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda: True)
+        monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda native=native: native)
+        state = TrainState.create(_small_net(), precision="auto", learning_rate=0.1)
+        assert state.precision == ("bf16" if native else "fp32")
+        assert not state.scaler.is_enabled()
+    with pytest.raises(ValueError, match="fp16"):
+        train(_small_net(), *_data(3), config=_cfg(n_epochs=1, precision="fp16"))
+    monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda: True)
     images, labels = _data(3)
     auto = train(_small_net(), images, labels, config=_cfg(n_epochs=2))
-    forced = train(_small_net(), images, labels, config=_cfg(n_epochs=2, bf16=True))
-    fp32 = train(_small_net(), images, labels, config=_cfg(n_epochs=2, bf16=False))
+    forced = train(_small_net(), images, labels, config=_cfg(n_epochs=2, precision="bf16"))
+    fp32 = train(_small_net(), images, labels, config=_cfg(n_epochs=2, precision="fp32"))
     np.testing.assert_array_equal(auto.losses, forced.losses)
     assert not np.array_equal(auto.losses, fp32.losses)  # autocast really ran in bf16
     np.testing.assert_allclose(auto.losses, fp32.losses, rtol=0.05)

@@ -39,7 +39,7 @@ _FLAG_FIELDS = {
     "save_every": "save_every",
     "device": "device",
     "channels": "channels",
-    "bf16": "bf16",
+    "precision": "precision",
     "channels_last": "channels_last",
 }
 
@@ -62,10 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-every", type=int, help="checkpoint every N epochs (10)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.add_argument(
-        "--bf16",
-        action=argparse.BooleanOptionalAction,
-        help="bfloat16 autocast on the CPU (default: on where the CPU has AVX-512 BF16 or AMX, "
-        "about 2x faster there; --no-bf16 forces float32)",
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        help="autocast precision (default auto: bf16 on CPUs with AVX-512 BF16 / AMX and on "
+        "bf16-capable GPUs, fp16 on older GPUs, fp32 elsewhere)",
+    )
+    parser.add_argument(  # deprecated spelling of --precision bf16 / fp32
+        "--bf16", action=argparse.BooleanOptionalAction, help=argparse.SUPPRESS
     )
     parser.add_argument(
         "--channels-last", action="store_const", const=True, help="channels-last memory format"
@@ -117,7 +120,7 @@ def load_recipe(path: Path) -> tuple[dict, dict]:
 
     data = read_recipe_toml(path)
     train_table = data.pop("train", {})
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} | {"bf16", "amp"}  # old keys
     unknown = sorted(set(train_table) - fields)
     if unknown:
         raise ValueError(
@@ -136,13 +139,16 @@ def _build_config(args: argparse.Namespace, recipe_cfg: dict):
     from cp2_engine.training import TrainConfig
 
     overrides = dict(recipe_cfg)
+    if getattr(args, "bf16", None) is not None and args.precision is None:
+        args.precision = "bf16" if args.bf16 else "fp32"
+        logger.warning("--bf16/--no-bf16 are deprecated: use --precision %s", args.precision)
     for flag, field in _FLAG_FIELDS.items():
         value = getattr(args, flag, None)
         if value is not None:
             overrides[field] = tuple(value) if field == "channels" else value
     if "channels" in overrides:
         overrides["channels"] = tuple(overrides["channels"])
-    return TrainConfig(**overrides)
+    return TrainConfig.from_dict(overrides)
 
 
 def _option(args, recipe_opts: dict, name: str, default=None):
@@ -191,7 +197,8 @@ class _TrainBar:
 
 _FOLDER_ONLY = ("images", "test", "pretrained", "mode", "epochs", "lr", "weight_decay",
                 "batch_size", "seed", "min_train_masks", "bsize", "save_every", "channels",
-                "name", "resume", "restart", "size_model", "bf16", "channels_last")  # fmt: skip
+                "name", "resume", "restart", "size_model", "bf16", "precision",
+                "channels_last")  # fmt: skip
 _BUNDLED_ONLY = ("data", "workers", "steps", "time_budget", "init", "threads", "install",
                  "models_dir", "max_per_type")  # fmt: skip
 
@@ -217,7 +224,7 @@ class _RecipeBar(_TrainBar):
             if event.start_step > 0:
                 print(f"{desc} resumes at step {event.start_step}")
         elif kind == "CheckpointSaved":
-            self.bar.write(f"checkpoint saved after step {event.epoch}")
+            self.bar.write(f"checkpoint saved after step {event.step}")
         elif kind == "StepEvent":
             self.bar.update(1)
             self.bar.set_postfix(loss=f"{event.loss:.3f}", lr=f"{event.lr:.3g}")

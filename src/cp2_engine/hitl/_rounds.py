@@ -206,7 +206,7 @@ def _train_config(config: Any, device: str):
     if config is None:
         config = TrainConfig()
     elif isinstance(config, dict):
-        config = TrainConfig(**config)
+        config = TrainConfig.from_dict(config)
     elif not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a TrainConfig, a dict or None, got {type(config)}")
     if config.mode != "online":

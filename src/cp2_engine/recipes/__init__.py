@@ -7,7 +7,6 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "_checkpoint": ["load_recipe_checkpoint"],
         "_data": ["is_bundled_recipe", "load_bundled_recipe", "read_recipe_toml"],
         "_events": [
             "CycleFinished",

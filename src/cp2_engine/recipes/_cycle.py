@@ -1,32 +1,29 @@
-"""Train one cycle of a recipe: SGD steps with EMA, periodic checkpoints, the export."""
+"""Train one cycle of a recipe on the step driver (:func:`cp2_engine.training.run_steps`): EMA,
+checkpoints every ``checkpoint_seconds`` and on close, a time budget, the export.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from cp2_engine.recipes._checkpoint import (
-    _initialise,
-    _load_state,
-    _save_state,
-    _State,
-    _to_device,
-    _update_ema,
-    exported_net,
-    load_recipe_checkpoint,
-)
-from cp2_engine.recipes._data import BundledRecipe, ScheduleConfig
+from cp2_engine.recipes._data import BundledRecipe
 from cp2_engine.recipes._events import CycleFinished, CycleResult, CycleStarted
 from cp2_engine.recipes._schedule import _batches, ema_decay, learning_rate
-from cp2_engine.training import CheckpointSaved, StepEvent
+from cp2_engine.training import (
+    CheckpointSaved,
+    StepPlan,
+    TrainState,
+    load_checkpoint,
+    new_net,
+    run_steps,
+    trim_log,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,133 +45,130 @@ class _Options:
     probe_steps: int
 
 
-def _autocast(device: torch.device, cfg: ScheduleConfig):
+def _new_state(recipe: BundledRecipe, device: torch.device) -> TrainState:
+    """The recipe's seeded CPnet with SGD and an EMA, on ``device`` (never channels-last)."""
+    net = new_net(recipe.seed, diam_mean=recipe.diam_mean)
+    net.diam_labels.data.fill_(recipe.diam_mean)
+    cfg = recipe.train
+    return TrainState.create(
+        net, device=device, precision=cfg.precision, learning_rate=cfg.learning_rate,
+        momentum=cfg.momentum, weight_decay=cfg.weight_decay, ema=True, channels_last=False,
+    )  # fmt: skip
+
+
+def _initialise(state: TrainState, init: Path) -> dict:
+    """Start from exported weights (a further cycle): new EMA, fresh optimizer state."""
+    from cp2_engine.network import load_state_dict, read_metadata, sha256_file
+
+    state.net.load_state_dict(load_state_dict(init))
+    state.reset_ema()
+    previous = (read_metadata(init) or {}).get("training", {})
+    logger.info("initialised from %s", init)
+    return {"file": str(init), "sha256": sha256_file(init), "training": previous}
+
+
+def _hardware(device: torch.device, precision: str) -> str:
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if cfg.bf16 and device.type == "cpu":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return f"1 GPU ({torch.cuda.get_device_name(device)}), {precision} autocast"
+    return f"{torch.get_num_threads()} CPU threads ({device.type}), {precision}"
 
 
-def _hardware(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"1 GPU ({torch.cuda.get_device_name(device)}), bfloat16 autocast"
-    return f"{torch.get_num_threads()} CPU threads ({device.type})"
+def exported_net(ckpt: dict, recipe: BundledRecipe, *, which: str = "ema"):
+    """A CPnet (eval mode, CPU) with the EMA (default) or raw weights of a cycle checkpoint.
+
+    Examples
+    --------
+    >>> from cp2_engine.training import load_checkpoint
+    >>> net = exported_net(load_checkpoint(p), recipe)  # doctest: +SKIP
+    """
+    from cp2_engine.network import CPnet
+
+    if which not in ("ema", "raw"):
+        raise ValueError(f"which must be 'ema' or 'raw', got {which!r}")
+    net = CPnet(diam_mean=recipe.diam_mean)
+    state = ckpt["ema"] if which == "ema" else ckpt["net"]
+    net.load_state_dict({k: v.cpu() for k, v in state.items()})
+    net.diam_labels.data.fill_(recipe.diam_mean)
+    return net.eval()
 
 
-def _sgd_step(state: _State, batch, steps: int, cfg: ScheduleConfig, device) -> tuple:
-    from cp2_engine.training import flow_loss
-
-    step = state.step
-    lr = learning_rate(step, steps, cfg)
-    for group in state.opt.param_groups:
-        group["lr"] = lr
-    x, target = (t.to(device, non_blocking=True) for t in batch)
-    with _autocast(device, cfg):
-        y = state.net(x)[0]
-    loss = flow_loss(y.float(), target)
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise FloatingPointError(f"training loss is {value} at step {step}")
-    state.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    state.opt.step()
-    _update_ema(state.ema, state.net, ema_decay(step, cfg))
-    state.step += 1
-    state.losses.append(value)
-    return value, lr
-
-
-def _budget_steps(budget: float, elapsed: float, done: int, step: int) -> int:
-    rate = done / max(elapsed, 1e-9)
-    total = max(step, int((budget - elapsed) * rate) + step)
-    logger.info("%.2f steps/s: this cycle runs %d steps in all", rate, total)
-    return total
-
-
-def _cycle_record(state: _State, recipe: BundledRecipe) -> dict:
+def _cycle_record(state: TrainState, recipe: BundledRecipe, meta: dict) -> dict:
     return {
-        "steps": state.step, "seconds": round(state.seconds, 1), "hardware": state.hardware,
+        "steps": state.step, "seconds": round(state.seconds, 1), "hardware": meta["hardware"],
         "seed": recipe.seed, "final_loss_mean50": round(float(np.mean(state.losses[-50:])), 4),
-        "initialised_from": state.init,
+        "initialised_from": meta["init"],
     }  # fmt: skip
 
 
-def _export(state: _State, recipe: BundledRecipe, folder: Path) -> Path:
+def _export(state: TrainState, recipe: BundledRecipe, folder: Path, meta: dict) -> Path:
     from cp2_engine.network import save_model
 
     path = folder / recipe.name
-    meta = {"name": recipe.name, "recipe": str(recipe.path), "storage": "float32 EMA weights",
-            "training": _cycle_record(state, recipe)}  # fmt: skip
-    save_model(exported_net({"ema": state.ema}, recipe), path, metadata=meta)
+    record = {"name": recipe.name, "recipe": str(recipe.path), "storage": "float32 EMA weights",
+              "training": _cycle_record(state, recipe, meta)}  # fmt: skip
+    save_model(exported_net({"ema": state.ema}, recipe), path, metadata=record)
     return path
 
 
-def _train_cycle(spec: _CycleSpec, recipe: BundledRecipe, items, probs, opts: _Options):
+def _start_state(spec: _CycleSpec, recipe: BundledRecipe, device) -> tuple[TrainState, dict]:
+    """The cycle's state, resumed from its checkpoint or initialised; its hardware and init."""
     ckpt_path = spec.folder / "train.ckpt"
-    spec.folder.mkdir(parents=True, exist_ok=True)
-    state = _load_state(ckpt_path, recipe)
+    state, meta = _new_state(recipe, device), {"hardware": None, "init": None}
+    if ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path)
+        state.restore(ckpt, ckpt_path)
+        meta = {"hardware": ckpt["hardware"], "init": ckpt["init"]}
+        logger.info("resumed from %s at step %d", ckpt_path, state.step)
     if state.step == 0 and spec.init is not None:
-        _initialise(state, spec.init)
-    steps = state.total_steps or spec.steps
-    state.hardware = state.hardware or _hardware(opts.device)
-    _to_device(state, opts.device)
+        meta["init"] = _initialise(state, spec.init)
+    meta["hardware"] = meta["hardware"] or _hardware(device, state.precision)
+    return state, meta
+
+
+def _on_device(batches, device):
+    for batch in batches:
+        yield tuple(t.to(device, non_blocking=True) for t in batch)
+
+
+def _train_cycle(spec: _CycleSpec, recipe: BundledRecipe, items, probs, opts: _Options):
+    """One cycle on the step driver: EMA, checkpoints every ``checkpoint_seconds``, export."""
+    ckpt_path, log_path = spec.folder / "train.ckpt", spec.folder / "train_log.jsonl"
+    spec.folder.mkdir(parents=True, exist_ok=True)
+    state, meta = _start_state(spec, recipe, opts.device)
     cfg, start = recipe.train, state.step
+    steps = state.total_steps or spec.steps
     yield CycleStarted(spec.cycle, spec.n_cycles, start, None if opts.time_budget and not
                        state.total_steps else steps, str(opts.device),
-                       state.init["file"] if state.init else None)  # fmt: skip
-    _trim_log(spec.folder / "train_log.jsonl", start)
-    batches = _batches(items, probs, recipe, start, opts.workers)
+                       meta["init"]["file"] if meta["init"] else None)  # fmt: skip
+    trim_log(log_path, "step", start)
+    plan = StepPlan(
+        steps=spec.steps, learning_rate=lambda step, total: learning_rate(step, total, cfg),
+        ema_decay=lambda step: ema_decay(step, cfg), checkpoint_seconds=cfg.checkpoint_seconds,
+        time_budget=opts.time_budget, probe_steps=opts.probe_steps, save_on_close=True,
+    )  # fmt: skip
+    batches = _on_device(_batches(items, probs, recipe, start, opts.workers), opts.device)
     state.net.train()
-    saved = start
-    last_save = t_prev = t_start = time.perf_counter()
-    try:
-        with open(spec.folder / "train_log.jsonl", "a", encoding="utf-8") as log:
-            while state.step < steps:
-                loss, lr = _sgd_step(state, next(batches), steps, cfg, opts.device)
-                now = time.perf_counter()
-                state.seconds, t_prev = state.seconds + now - t_prev, now
-                done = state.step - start
-                if opts.time_budget and state.total_steps is None and done == opts.probe_steps:
-                    steps = state.total_steps = _budget_steps(
-                        opts.time_budget, now - t_start, done, state.step
-                    )
-                log.write(json.dumps({"step": state.step - 1, "loss": loss, "lr": lr,
-                                      "seconds": round(state.seconds, 2)}) + "\n")  # fmt: skip
-                yield StepEvent(spec.cycle, state.step - 1, loss, lr, state.seconds)
-                if now - last_save > cfg.checkpoint_seconds and state.step < steps:
-                    log.flush()
-                    _save_state(ckpt_path, state)
-                    saved, last_save = state.step, time.perf_counter()
-                    yield CheckpointSaved(ckpt_path, state.step)
-    except GeneratorExit:
-        if state.step > saved:
-            _save_state(ckpt_path, state)
-        logger.info("cycle %d stopped at step %d; checkpoint %s", spec.cycle, state.step,
-                    ckpt_path)  # fmt: skip
-        raise
-    _save_state(ckpt_path, state)
-    yield CheckpointSaved(ckpt_path, state.step)
-    export = _export(state, recipe, spec.folder)
+    with open(log_path, "a", encoding="utf-8") as log:
+
+        def record(loss: float, lr: float) -> None:
+            log.write(json.dumps({"step": state.step - 1, "loss": loss, "lr": lr,
+                                  "seconds": round(state.seconds, 2)}) + "\n")  # fmt: skip
+
+        def save() -> CheckpointSaved:
+            log.flush()
+            state.save_checkpoint(ckpt_path, **meta)
+            return CheckpointSaved(ckpt_path, state.step)
+
+        yield from run_steps(state, batches, plan, save=save, record=record)
+        yield save()
+    export = _export(state, recipe, spec.folder, meta)
     mean50 = float(np.mean(state.losses[-50:]))
     yield CycleFinished(spec.cycle, state.step, mean50, state.seconds, export, False)
     return CycleResult(spec.cycle, state.step, tuple(state.losses), state.seconds, export,
-                       state.hardware, state.init)  # fmt: skip
-
-
-def _trim_log(path: Path, start: int) -> None:
-    """Drop the log lines of steps after the checkpoint (logged before a crash, run again)."""
-    from cp2_engine.util import atomic_write_file
-
-    if not path.is_file():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    keep = [ln for ln in lines if ln.endswith("\n") and json.loads(ln)["step"] < start]
-    if len(keep) != len(lines):
-        atomic_write_file(path, lambda fh: fh.write("".join(keep).encode("utf-8")))
+                       meta["hardware"], meta["init"])  # fmt: skip
 
 
 def _finished_cycle(folder: Path, recipe: BundledRecipe, cycle: int) -> CycleResult:
-    ckpt = load_recipe_checkpoint(folder / "train.ckpt")
+    ckpt = load_checkpoint(folder / "train.ckpt")
     return CycleResult(cycle, ckpt["step"], tuple(ckpt["losses"]), ckpt["seconds"],
                        folder / recipe.name, ckpt["hardware"], ckpt["init"])  # fmt: skip

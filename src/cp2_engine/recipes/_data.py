@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from cp2_engine.network import PRECISIONS
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -92,7 +94,7 @@ class ScheduleConfig:
     warmup_steps: int
     anneal_fraction: float
     ema_decay: float
-    bf16: bool = False
+    precision: str = "auto"
     checkpoint_seconds: float = 120.0
 
 
@@ -126,7 +128,7 @@ _TOP_OPT = {"description", "license", "channels", "size_model"}
 _REAL = {"name", "kind", "dataset", "train_split", "val_split", "channels"}
 _SYNTH = {"name", "kind", "n_images", "seed", "shape", "diameter_range", "styles", "nucleus",
           "channels"}  # fmt: skip
-_TRAIN_OPT = {"steps", "cycles", "bf16", "checkpoint_seconds"}
+_TRAIN_OPT = {"steps", "cycles", "precision", "checkpoint_seconds"}
 _TRAIN = set(ScheduleConfig.__dataclass_fields__) - _TRAIN_OPT
 
 
@@ -175,7 +177,16 @@ def _source(table: Any, i: int, recipe_dir: Path, where: str):
 
 
 def _schedule(table: Any, where: str) -> ScheduleConfig:
-    t = _check_keys(table, _TRAIN, _TRAIN_OPT, where)
+    t = _check_keys(table, _TRAIN, _TRAIN_OPT | {"bf16"}, where)
+    if "bf16" in t:
+        if "precision" in t:
+            raise ValueError(f"{where}: give 'precision' only ('bf16' is its old spelling)")
+        t = dict(t, precision="bf16" if t["bf16"] else "fp32")
+        logger.warning("%s: 'bf16 = %s' is deprecated; read as precision = %r", where,
+                       str(t["bf16"]).lower(), t["precision"])  # fmt: skip
+    if t.get("precision", "auto") not in PRECISIONS:
+        raise ValueError(f"{where}: precision must be one of {PRECISIONS}, got "
+                         f"{t['precision']!r}")  # fmt: skip
     if ("steps" in t) == ("cycles" in t):
         raise ValueError(f"{where} needs exactly one of 'steps' (one cycle) or 'cycles' (a list)")
     cycles = (t["steps"],) if "steps" in t else tuple(t["cycles"])
@@ -183,7 +194,7 @@ def _schedule(table: Any, where: str) -> ScheduleConfig:
         raise ValueError(f"{where}: steps/cycles must be positive integers, got {cycles!r}")
     if not 0 <= t["anneal_fraction"] <= 1 or not 0 <= t["ema_decay"] < 1:
         raise ValueError(f"{where}: anneal_fraction must lie in [0, 1] and ema_decay in [0, 1)")
-    fields = {k: t[k] for k in _TRAIN | {"bf16", "checkpoint_seconds"} if k in t}
+    fields = {k: t[k] for k in _TRAIN | {"precision", "checkpoint_seconds"} if k in t}
     return ScheduleConfig(cycles=cycles, **fields)
 
 

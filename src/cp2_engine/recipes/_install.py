@@ -339,13 +339,13 @@ def install_recipe(
     """
     from cp2_engine.inference import Model
     from cp2_engine.network import resolve_device, save_model, sha256_file
-    from cp2_engine.recipes._checkpoint import exported_net, load_recipe_checkpoint
-    from cp2_engine.training import train_size_model
+    from cp2_engine.recipes._cycle import exported_net
+    from cp2_engine.training import load_checkpoint, train_size_model
 
     if not cycles:
         raise ValueError("install_recipe needs at least one finished cycle")
     root = Path(data_root) if data_root is not None else default_data_root()
-    ckpt = load_recipe_checkpoint(Path(cycles[-1].export).parent / "train.ckpt")
+    ckpt = load_checkpoint(Path(cycles[-1].export).parent / "train.ckpt")
     net16 = exported_net(ckpt, recipe, which=which).half()
     net = copy.deepcopy(net16).float().to(resolve_device(device))  # what a user gets
     t0 = time.perf_counter()

@@ -10,8 +10,10 @@ steps; an exponential moving average (EMA) of the weights is kept and exported.
 ``train.cycles = [n1, n2]`` runs two cycles, the second starting from the first's exported EMA
 weights (with a fresh optimizer); ``train.steps = n`` is one cycle. The batch of step ``k`` is
 drawn from ``numpy.random.default_rng([seed, k])`` (in every cycle), so a resumed run replays
-exactly the run that was interrupted. CUDA runs under bfloat16 autocast; on the CPU the recipe's
-``bf16`` decides.
+exactly the run that was interrupted. The recipe's ``precision`` ("auto", "fp32", "bf16",
+"fp16"; default "auto") goes through cp2's one precision policy
+(:func:`cp2_engine.network.resolve_precision`); old recipes that say ``bf16 = true/false`` are
+read as ``precision = "bf16"/"fp32"``.
 
 Files in ``out``: ``data.pt`` (the prepared images), and per cycle ``cycle<k>/train.ckpt`` (the
 resume checkpoint: saved every ``checkpoint_seconds``, at the end of the cycle and when the
@@ -19,8 +21,9 @@ generator is closed), ``cycle<k>/train_log.jsonl`` (one line per step) and, once
 finished, ``cycle<k>/<name>`` (the exported float32 EMA weights with a ``.json`` sidecar). A
 finished cycle is skipped on the next call; an unfinished one resumes.
 
-The parts: ``_schedule.py`` (learning rate, EMA decay, seeded batches), ``_checkpoint.py``
-(state, checkpoint, export), ``_cycle.py`` (one cycle), ``_events.py`` (events and results).
+The parts: ``_schedule.py`` (learning rate, EMA decay, seeded batches), ``_cycle.py`` (one
+cycle on the step driver of :mod:`cp2_engine.training`: its one checkpoint format, EMA, time
+budget, export), ``_events.py`` (events and results).
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ def iter_train_recipe(
     data_root : path, optional
         Folder holding the datasets (default :func:`cp2_engine.recipes._data.default_data_root`).
     device : str
-        "auto", "cpu", "cuda", ... (CUDA trains under bfloat16 autocast).
+        "auto", "cpu", "cuda", ... (the recipe's ``precision`` decides the autocast).
     workers : int
         Processes making batches ahead (0 = in this process; same batches either way).
     cycles : sequence of int, optional
@@ -118,9 +121,9 @@ def iter_train_recipe(
     Yields
     ------
     TrainEvent
-        :class:`DataPrepared`, :class:`CycleStarted`, :class:`cp2_engine.training.StepEvent`
-        (``epoch`` holds the cycle number, ``step`` the step within the cycle),
-        :class:`cp2_engine.training.CheckpointSaved` (``epoch`` holds the steps done),
+        :class:`DataPrepared`, :class:`CycleStarted` (the cycle number),
+        :class:`cp2_engine.training.StepEvent` (``step`` within the cycle, ``epoch`` None),
+        :class:`cp2_engine.training.CheckpointSaved` (``step`` = the cycle's steps done),
         :class:`CycleFinished` and, with ``install``, :class:`cp2_engine.recipes.Installed`.
 
     Returns

@@ -1,5 +1,7 @@
-"""Training: the SGD loop of the paper (warm-up, online/offline schedules) as a generator of
-progress events, flow and cell-probability losses, augmentation and training datasets.
+"""Training: one step-based SGD driver (one checkpoint format, one precision policy) serving
+epoch runs (HITL rounds, folder training, zoo specialists: the paper's warm-up and online/offline
+schedules) and bundled-model recipe cycles, as generators of progress events; flow and
+cell-probability losses, augmentation and training datasets.
 """
 
 import lazy_loader as _lazy
@@ -8,8 +10,16 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "_augment": ["random_rotate_and_resize"],
-        "_checkpoint": ["checkpoint_path", "load_checkpoint"],
+        "_checkpoint": ["checkpoint_path"],
         "_config": ["TrainConfig", "learning_rate_schedule"],
+        "_driver": [
+            "StepPlan",
+            "TrainState",
+            "load_checkpoint",
+            "new_net",
+            "run_steps",
+            "trim_log",
+        ],
         "_datasets": [
             "Subset",
             "default_subset_sizes",

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from cp2_engine.network import PRECISIONS
+
+logger = logging.getLogger(__name__)
 
 _MODES = ("online", "offline")
 
@@ -54,14 +61,14 @@ class TrainConfig:
         Compute the test loss every this many epochs (and at the end) when test data is given.
     device : str
         "auto", "cpu", "cuda", "cuda:N" or "mps".
-    amp : bool
-        float16 autocast with gradient scaling on CUDA (ignored elsewhere).
-    bf16 : bool or None
-        bfloat16 autocast on the CPU. None (default): on where the CPU computes bfloat16
-        natively (AVX-512 BF16 or AMX), off elsewhere. A whole HITL round in bf16 (100 epochs,
-        ``benchmarks/bench_bf16_round.py``) ended at the same loss as fp32 (0.1629 vs 0.1627 over
-        the last 10 epochs, moving averages never more than 0.0011 apart) and the same test AP,
-        2.6x faster on 2 cores.
+    precision : {"auto", "fp32", "bf16", "fp16"}
+        Autocast precision of the forward pass, decided by cp2's one policy
+        (:func:`cp2_engine.network.resolve_precision`): "auto" = bfloat16 where the hardware
+        computes it natively (AVX-512 BF16 / AMX CPUs, bf16-capable CUDA GPUs), float16 on
+        older CUDA GPUs, float32 elsewhere. "fp16" (CUDA only) scales the loss with a
+        gradient scaler; "bf16" does not need one. A whole HITL round in bf16 on the CPU (100
+        epochs, ``benchmarks/bench_bf16_round.py``) ended at the same loss as fp32 (0.1629 vs
+        0.1627 over the last 10 epochs) and the same test AP, 2.6x faster on 2 cores.
     channels_last : bool or None
         Use the channels-last memory format for the net and its input. None (default): on the
         CPU only, where a training step is about 8% faster with it (benchmarks/bench_train.py).
@@ -95,8 +102,7 @@ class TrainConfig:
     save_every: int = 10
     test_every: int = 10
     device: str = "auto"
-    amp: bool = True
-    bf16: bool | None = None
+    precision: str = "auto"
     channels_last: bool | None = None
     anisotropy: float | None = None
 
@@ -122,6 +128,8 @@ class TrainConfig:
         if len(tuple(self.channels)) != 2:
             raise ValueError(f"channels must be a pair [chan, chan2], got {self.channels!r}")
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not isinstance(self.device, str):
             raise TypeError(f"device must be a string such as 'auto', got {self.device!r}")
         if self.anisotropy is not None and not (
@@ -130,6 +138,29 @@ class TrainConfig:
             raise ValueError(
                 f"anisotropy must be None or a positive number, got {self.anisotropy!r}"
             )
+
+    @classmethod
+    def from_dict(cls, settings: Mapping[str, Any]) -> TrainConfig:
+        """A config from a mapping of fields (a recipe's ``[train]`` table, a stored project).
+
+        Mappings written before the ``precision`` field may say ``bf16`` (true/false/None)
+        and ``amp``: they are read as ``precision`` ("bf16" / "fp32" / "auto"), with a
+        deprecation line in the log.
+
+        Examples
+        --------
+        >>> TrainConfig.from_dict({"n_epochs": 5, "bf16": False}).precision
+        'fp32'
+        """
+        settings = dict(settings)
+        legacy = {k: settings.pop(k) for k in ("bf16", "amp") if k in settings}
+        if legacy:
+            bf16 = legacy.get("bf16")
+            precision = "auto" if bf16 is None else ("bf16" if bf16 else "fp32")
+            settings.setdefault("precision", precision)
+            logger.warning("training settings %s are deprecated: read as precision=%r",
+                           legacy, settings["precision"])  # fmt: skip
+        return cls(**settings)
 
     def resolved(self, *, pretrained: bool) -> TrainConfig:
         """Return a copy with the automatic (None) defaults filled in.

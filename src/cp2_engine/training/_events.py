@@ -30,13 +30,18 @@ class TrainStarted(TrainEvent):
 
 @dataclass(frozen=True)
 class StepEvent(TrainEvent):
-    """One SGD step finished."""
+    """SGD step ``step`` (0-based, counted over the whole run) finished.
 
-    epoch: int
+    ``elapsed`` is the training time in seconds (over every session of a resumed run);
+    ``epoch`` is the epoch the step belongs to in an epoch-based run, None in a step-based one
+    (a bundled-model recipe cycle).
+    """
+
     step: int
     loss: float
     lr: float
     elapsed: float
+    epoch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,10 +58,13 @@ class EpochEvent(TrainEvent):
 
 @dataclass(frozen=True)
 class CheckpointSaved(TrainEvent):
-    """The model (``path``) and its ``.ckpt`` were written after ``epoch``."""
+    """A checkpoint was written after ``step`` steps (``epoch``: the last finished epoch of an
+    epoch-based run, None in a step-based one); ``path`` is the model file of an epoch run
+    (its checkpoint is ``<path>.ckpt``) or the checkpoint of a recipe cycle."""
 
     path: Path
-    epoch: int
+    step: int
+    epoch: int | None = None
 
 
 @dataclass(frozen=True)

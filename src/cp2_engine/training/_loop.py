@@ -1,4 +1,8 @@
-"""Train or fine-tune a CPnet: a generator of progress events, checkpoints and resume.
+"""Train or fine-tune a CPnet by epochs: a generator of progress events, checkpoints and resume.
+
+Epoch runs are one use of the step driver (:mod:`cp2_engine.training._driver`): the batches of
+an epoch, its learning rate, and the end-of-epoch work (test loss, log line, save) are the
+driver's options here.
 
 :func:`iter_train` does the work and *yields* typed events (:class:`TrainStarted`,
 :class:`StepEvent`, :class:`EpochEvent`, :class:`CheckpointSaved`); its ``return`` value (the
@@ -24,32 +28,21 @@ import os
 import tempfile
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from cp2_engine.network import resolve_device, use_channels_last
+from cp2_engine.network import resolve_device
 from cp2_engine.training._checkpoint import _append_log, _plot_losses, _resume, _Run, _save
 from cp2_engine.training._config import TrainConfig, learning_rate_schedule
-from cp2_engine.training._events import (
-    EpochEvent,
-    StepEvent,
-    TrainEvent,
-    TrainResult,
-    TrainStarted,
-)
+from cp2_engine.training._driver import StepPlan, TrainState, run_steps, trim_log
+from cp2_engine.training._events import EpochEvent, TrainEvent, TrainResult, TrainStarted
 from cp2_engine.training._prepare import _Data, _prepare
-from cp2_engine.training._step import (
-    _batch,
-    _epoch_order,
-    _resolve_net,
-    _test_loss,
-    _train_step,
-)
-from cp2_engine.util import atomic_write_file, drain
+from cp2_engine.training._step import _batch, _epoch_order, _resolve_net, _test_loss
+from cp2_engine.util import drain
 
 logger = logging.getLogger(__name__)
 
@@ -58,18 +51,17 @@ logger = logging.getLogger(__name__)
 class _Loop:
     """What one run works with, set up once (the diameters are read after a resume)."""
 
-    net: Any
+    state: TrainState
     config: TrainConfig
-    device: torch.device
     data: _Data
     test: _Data | None
-    optimizer: Any
-    scaler: Any
     rates: np.ndarray
+    run: _Run = field(default_factory=_Run)
     model_path: Path | None = None
     log_path: Path | None = None
     diam_labels: float = 0.0
     diam_mean: float = 0.0
+    start_epoch: int = 0
     t0: float = 0.0
 
     @property
@@ -77,6 +69,12 @@ class _Loop:
         """SGD steps per epoch."""
         n_per_epoch = max(len(self.data.x), self.config.min_images_per_epoch)
         return -(-n_per_epoch // self.config.batch_size)
+
+    def batch_sizes(self) -> list[int]:
+        """Images in each step of an epoch (the last step may hold fewer)."""
+        n_per_epoch = max(len(self.data.x), self.config.min_images_per_epoch)
+        size = self.config.batch_size
+        return [min(size, n_per_epoch - k * size) for k in range(self.steps)]
 
 
 def _setup(model_or_net, images, labels, config, test_images, test_labels) -> _Loop:
@@ -89,17 +87,12 @@ def _setup(model_or_net, images, labels, config, test_images, test_labels) -> _L
         test = _prepare(test_images, test_labels, config, min_masks=1, what="test")
     diam_labels = float(np.mean(data.diameters))
     net.diam_labels.data.fill_(diam_labels)
-    net = net.to(device)
-    if use_channels_last(config.channels_last, device):
-        net = net.to(memory_format=torch.channels_last)
-    params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(
-        params, lr=config.learning_rate, momentum=config.momentum,
-        weight_decay=config.weight_decay,
+    state = TrainState.create(
+        net, device=device, precision=config.precision, learning_rate=config.learning_rate,
+        momentum=config.momentum, weight_decay=config.weight_decay,
+        channels_last=config.channels_last,
     )  # fmt: skip
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.amp)
-    rates = learning_rate_schedule(config)
-    return _Loop(net, config, device, data, test, optimizer, scaler, rates)
+    return _Loop(state, config, data, test, learning_rate_schedule(config))
 
 
 def _model_path(save_path, resume_from) -> Path | None:
@@ -112,72 +105,68 @@ def _model_path(save_path, resume_from) -> Path | None:
     return model_path
 
 
-def _start(loop: _Loop, start_epoch: int, *, resumed: bool) -> TrainStarted:
+def _start(loop: _Loop, *, resumed: bool) -> TrainStarted:
     """Read the net's diameters, start a fresh log (unless resumed); the start event."""
-    loop.diam_labels = float(loop.net.diam_labels.item())
-    loop.diam_mean = float(loop.net.diam_mean.item())
+    net, start_epoch = loop.state.net, loop.start_epoch
+    loop.diam_labels = float(net.diam_labels.item())
+    loop.diam_mean = float(net.diam_mean.item())
     if loop.model_path is not None:
         loop.log_path = Path(str(loop.model_path) + "_log.jsonl")
         if not resumed and loop.log_path.exists():
             loop.log_path.unlink()
-        elif loop.log_path.exists():
-            _truncate_log(loop.log_path, start_epoch)
+        else:
+            trim_log(loop.log_path, "epoch", start_epoch)
     config, data = loop.config, loop.data
-    logger.info("training on %d images (%d skipped), epochs %d..%d, lr %.3g, device %s",
+    logger.info("training on %d images (%d skipped), epochs %d..%d, lr %.3g, device %s, %s",
                 len(data.x), data.n_skipped, start_epoch, config.n_epochs - 1,
-                config.learning_rate, loop.device)  # fmt: skip
+                config.learning_rate, loop.state.device, loop.state.precision)  # fmt: skip
     return TrainStarted(len(data.x), data.n_skipped, config.n_epochs, start_epoch, loop.steps,
-                        config.learning_rate, str(loop.device), loop.diam_labels)  # fmt: skip
+                        config.learning_rate, str(loop.state.device),
+                        loop.diam_labels)  # fmt: skip
 
 
-def _truncate_log(path: Path, start_epoch: int) -> None:
-    """Drop the log lines of epochs after the checkpoint (logged before a crash, run again)."""
-    import json
-
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    keep = [ln for ln in lines if ln.endswith("\n") and json.loads(ln)["epoch"] < start_epoch]
-    if len(keep) != len(lines):
-        atomic_write_file(path, lambda fh: fh.write("".join(keep).encode("utf-8")))
-
-
-def _steps(loop: _Loop, epoch: int, lr: float, rng) -> Generator[StepEvent, None, float]:
-    """Take one epoch's SGD steps, yielding a :class:`StepEvent` each; return the mean loss."""
-    config = loop.config
-    order = _epoch_order(len(loop.data.x), config.min_images_per_epoch, rng)
-    step_losses = []
-    for step in range(loop.steps):
-        idx = order[step * config.batch_size : (step + 1) * config.batch_size]
-        x, target = _batch(loop.data, idx, rng, config, loop.diam_mean, loop.device)
-        loss = _train_step(loop.net, loop.optimizer, loop.scaler, x, target, loop.device, config)
-        step_losses.append((loss, len(idx)))
-        yield StepEvent(epoch, step, loss, lr, time.perf_counter() - loop.t0)
-    return sum(lo * n for lo, n in step_losses) / sum(n for _, n in step_losses)
+def _epoch_batches(loop: _Loop):
+    """The batches of every step from ``loop.start_epoch`` on; epoch ``e`` draws its image
+    order and augmentation from ``numpy.random.default_rng([seed, e])``."""
+    config, size = loop.config, loop.config.batch_size
+    for epoch in range(loop.start_epoch, config.n_epochs):
+        rng = np.random.default_rng([config.seed, epoch])
+        order = _epoch_order(len(loop.data.x), config.min_images_per_epoch, rng)
+        for step in range(loop.steps):
+            idx = order[step * size : (step + 1) * size]
+            yield _batch(loop.data, idx, rng, config, loop.diam_mean, loop.state.device)
 
 
-def _epoch(loop: _Loop, run: _Run, epoch: int, start: int) -> Generator[TrainEvent, None, None]:
-    """One epoch: its steps, the test loss when due, the log line, the save when due."""
-    config = loop.config
-    rng = np.random.default_rng([config.seed, epoch])
+def _save_now(loop: _Loop):
+    return _save(loop.state, loop.run, loop.data, loop.config, loop.model_path, loop.diam_labels)
+
+
+def _epoch_end(loop: _Loop) -> Generator[TrainEvent, None, None]:
+    """After a step that ends an epoch: its mean loss, test loss, log line, event and save."""
+    state, config, run = loop.state, loop.config, loop.run
+    if state.step % loop.steps:
+        return
+    epoch = state.step // loop.steps - 1
+    step_losses = zip(state.losses[-loop.steps :], loop.batch_sizes(), strict=True)
+    pairs = list(step_losses)
+    epoch_loss = sum(lo * n for lo, n in pairs) / sum(n for _, n in pairs)
     lr = float(loop.rates[epoch])
-    for group in loop.optimizer.param_groups:
-        group["lr"] = lr
-    epoch_loss = yield from _steps(loop, epoch, lr, rng)
     run.epoch = epoch
     run.losses.append(epoch_loss)
     last = epoch == config.n_epochs - 1
     test_loss = None
     if loop.test is not None and (epoch % config.test_every == 0 or last):
-        test_loss = _test_loss(loop.net, loop.test, config, loop.diam_mean, loop.device)
+        test_loss = _test_loss(state.net, loop.test, config, loop.diam_mean, state.device,
+                               state.precision)  # fmt: skip
         run.test_losses.append((epoch, test_loss))
     elapsed = time.perf_counter() - loop.t0
-    eta = elapsed / (epoch + 1 - start) * (config.n_epochs - 1 - epoch)
+    eta = elapsed / (epoch + 1 - loop.start_epoch) * (config.n_epochs - 1 - epoch)
     if loop.log_path is not None:
         _append_log(loop.log_path, {"epoch": epoch, "loss": epoch_loss, "lr": lr,
                                     "test_loss": test_loss, "elapsed": elapsed})  # fmt: skip
     yield EpochEvent(epoch, epoch_loss, lr, elapsed, eta, test_loss)
     if loop.model_path is not None and ((epoch + 1) % config.save_every == 0 or last):
-        yield _save(loop.net, loop.optimizer, loop.scaler, run, loop.data, config,
-                    loop.model_path, loop.diam_labels)  # fmt: skip
+        yield _save_now(loop)
 
 
 def iter_train(
@@ -239,23 +228,21 @@ def iter_train(
         raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     loop = _setup(model_or_net, images, labels, config, test_images, test_labels)
     loop.model_path = _model_path(save_path, resume_from)
-    run = _Run()
     if resume_from is not None:
-        run = _resume(resume_from, loop.net, loop.optimizer, loop.scaler, loop.data, loop.config)
-    start_epoch = run.epoch + 1
-    yield _start(loop, start_epoch, resumed=resume_from is not None)
+        loop.run = _resume(resume_from, loop.state, loop.data, loop.config, loop.steps)
+    loop.start_epoch = loop.run.epoch + 1
+    yield _start(loop, resumed=resume_from is not None)
     loop.t0 = time.perf_counter()
-    loop.net.train()
-    try:
-        for epoch in range(start_epoch, loop.config.n_epochs):
-            yield from _epoch(loop, run, epoch, start_epoch)
-    except GeneratorExit:
-        logger.info("training cancelled after epoch %d; saved files are unchanged", run.epoch)
-        raise
-    loop.net.eval()
+    loop.state.net.train()
+    rates, per_epoch = loop.rates, loop.steps
+    plan = StepPlan(steps=loop.config.n_epochs * per_epoch, steps_per_epoch=per_epoch,
+                 learning_rate=lambda step, _total: float(rates[step // per_epoch]))  # fmt: skip
+    yield from run_steps(loop.state, _epoch_batches(loop), plan, save=partial(_save_now, loop),
+                          after_step=partial(_epoch_end, loop))  # fmt: skip
+    net = loop.state.net.eval()
     return TrainResult(
-        net=loop.net, model_path=loop.model_path, losses=tuple(run.losses),
-        test_losses=tuple(run.test_losses), diam_labels=loop.diam_labels,
+        net=net, model_path=loop.model_path, losses=tuple(loop.run.losses),
+        test_losses=tuple(loop.run.test_losses), diam_labels=loop.diam_labels,
         n_images=len(loop.data.x), n_skipped=loop.data.n_skipped, config=loop.config,
     )  # fmt: skip
 

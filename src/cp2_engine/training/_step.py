@@ -1,33 +1,25 @@
-"""One SGD step, one batch, the test loss, the starting network and the autocast policy."""
+"""Epoch runs: the starting network, the images of an epoch, one batch and the test loss."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 
 import numpy as np
 import torch
 
-from cp2_engine.network import cpu_has_native_bf16, use_channels_last
+from cp2_engine.network import autocast_for, use_channels_last
 from cp2_engine.training._augment import random_rotate_and_resize
 from cp2_engine.training._config import TrainConfig
+from cp2_engine.training._driver import new_net
 from cp2_engine.training._losses import flow_loss
 from cp2_engine.training._prepare import _Data
-
-
-def _new_net(seed: int):
-    from cp2_engine.network import CPnet
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return CPnet()
 
 
 def _resolve_net(model_or_net, seed: int) -> tuple[torch.nn.Module, bool]:
     """Return ``(a private copy of the net to train, whether it is pretrained)``."""
     if model_or_net is None or (isinstance(model_or_net, str) and model_or_net == "scratch"):
-        return _new_net(seed), False
+        return new_net(seed), False
     if isinstance(model_or_net, torch.nn.Module):
         return copy.deepcopy(model_or_net).cpu(), True
     if isinstance(getattr(model_or_net, "net", None), torch.nn.Module):
@@ -41,22 +33,6 @@ def _resolve_net(model_or_net, seed: int) -> tuple[torch.nn.Module, bool]:
         "model_or_net must be a CPnet, a Model, a model name or path, 'scratch' or None, "
         f"got {type(model_or_net).__name__}"
     )
-
-
-def _autocast(device: torch.device, config: TrainConfig):
-    if device.type == "cuda" and config.amp:
-        return torch.autocast("cuda", dtype=torch.float16)
-    if _use_bf16(config, device):
-        return torch.autocast("cpu", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def _use_bf16(config: TrainConfig, device: torch.device) -> bool:
-    if device.type != "cpu":
-        return False
-    if config.bf16 is None:
-        return cpu_has_native_bf16()
-    return bool(config.bf16)
 
 
 def _epoch_order(n: int, min_per_epoch: int, rng: np.random.Generator) -> np.ndarray:
@@ -86,22 +62,8 @@ def _batch(data: _Data, idx, rng, config: TrainConfig, diam_mean: float, device,
     return x, batch.target()
 
 
-def _train_step(net, optimizer, scaler, x, target, device, config) -> float:
-    with _autocast(device, config):
-        y = net(x)[0]
-    loss = flow_loss(y, target)
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"training diverged (loss {float(loss)}); lower the learning rate or check the data"
-        )
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return float(loss.detach())
-
-
-def _test_loss(net, data: _Data, config: TrainConfig, diam_mean: float, device) -> float:
+def _test_loss(net, data: _Data, config: TrainConfig, diam_mean: float, device,
+               precision: str) -> float:  # fmt: skip
     rng = np.random.default_rng([config.seed, 2**31])
     net.eval()
     total, count = 0.0, 0
@@ -109,7 +71,7 @@ def _test_loss(net, data: _Data, config: TrainConfig, diam_mean: float, device) 
         for start in range(0, len(data.x), config.batch_size):
             idx = np.arange(start, min(start + config.batch_size, len(data.x)))
             x, target = _batch(data, idx, rng, config, diam_mean, device, train=False)
-            with _autocast(device, config):
+            with autocast_for(precision, device):
                 y = net(x)[0]
             total += float(flow_loss(y, target)) * len(idx)
             count += len(idx)

@@ -202,7 +202,7 @@ def _train_one(net, images, labels, *, rel, cluster, plan, cfg):
     options = {"n_epochs": cfg["epochs"], "seed": cfg["seed"], "channels": tuple(cfg["channels"])}
     if cfg["from_scratch"]:
         options["learning_rate"] = SCRATCH_LR
-    config = TrainConfig(**{**options, **cfg["train_overrides"]})
+    config = TrainConfig.from_dict({**options, **cfg["train_overrides"]})
     gen = iter_train_resumable(
         net, list(images), list(labels), config=config, save_path=plan.out / rel
     )
