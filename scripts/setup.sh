@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Create or reuse the project venv and install what the given mode needs.
 #   main : engine + pinned CPU torch (for `make demo`)
-#   test : + napari/Qt extra, dev tools, headless-Qt Debian packages, and the reference
-#          cellpose 3.1.1.3 in its own venv (.venv-cellpose) for parity tests and benchmarks.
+#   test : + napari/Qt extra, dev tools, BioImage.IO export extra, headless-Qt Debian packages,
+#          and the reference cellpose 3.1.1.3 in its own venv (.venv-cellpose) for parity tests
+#          and benchmarks.
 set -euo pipefail
 mode="${1:-main}"
 cd "$(dirname "$0")/.."
@@ -20,7 +21,7 @@ fi
 if ! stamp_ok "$mode"; then
     pip_install "$VENV" torch==2.13.0
     if [ "$mode" = "test" ]; then
-        pip_install "$VENV" -c scripts/constraints.txt -e ".[napari,dev]"
+        pip_install "$VENV" -c scripts/constraints.txt -e ".[napari,dev,export]"
     else
         pip_install "$VENV" -c scripts/constraints.txt -e .
     fi

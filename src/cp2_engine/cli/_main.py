@@ -15,6 +15,7 @@ from cp2_engine.cli import (
     _demo,
     _eval,
     _experiment,
+    _export,
     _hitl,
     _measure,
     _models,
@@ -24,7 +25,9 @@ from cp2_engine.cli import (
     _zoo,
 )
 
-_COMMANDS = (_segment, _eval, _measure, _rois, _models, _demo, _train, _experiment, _hitl, _zoo)
+_COMMANDS = (
+    _segment, _eval, _measure, _rois, _models, _export, _demo, _train, _experiment, _hitl, _zoo,
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cp2_engine.export import is_bioimageio_package, load_bioimageio
 from cp2_engine.inference import Model, Segmenter
 from cp2_engine.zoo import ZooModel
 
@@ -43,7 +44,8 @@ def zoo_key(path: str | os.PathLike) -> str | None:
 
 def load_segmenter(key: str | os.PathLike, *, device: str = "auto") -> Segmenter:
     """Load the segmenter ``key`` names: a bundled or registered model name, a weights file,
-    or ``zoo:<folder>`` (a :class:`~cp2_engine.zoo.ZooModel`). No downloads.
+    a BioImage.IO package ``.zip`` holding a CPnet (its code is never run), or
+    ``zoo:<folder>`` (a :class:`~cp2_engine.zoo.ZooModel`). No downloads.
 
     Parameters
     ----------
@@ -61,7 +63,8 @@ def load_segmenter(key: str | os.PathLike, *, device: str = "auto") -> Segmenter
     FileNotFoundError
         Nothing matches the key (the message lists where cp2 looked).
     ValueError
-        The file is no cp2/Cellpose model, or the folder is no complete zoo.
+        The file is no cp2/Cellpose model, the package holds no CPnet (the message says what
+        it holds), or the folder is no complete zoo.
 
     Examples
     --------
@@ -71,4 +74,6 @@ def load_segmenter(key: str | os.PathLike, *, device: str = "auto") -> Segmenter
     """
     if is_zoo_key(key):
         return ZooModel.load(str(key)[len(ZOO_PREFIX) :], device=device)
+    if is_bioimageio_package(key):
+        return load_bioimageio(key, device=device)
     return Model.load(key, device=device)
