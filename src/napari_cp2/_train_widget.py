@@ -23,6 +23,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from napari.viewer import Viewer
 
 from . import _jobs as jobs
+from ._export_action import ExportAction
 from ._layers import layer_names
 from ._tooltips import LABELS, message
 from ._tooltips import labelled as _w
@@ -90,6 +91,9 @@ class TrainWidget(Container):
         #: Extra TrainConfig fields (e.g. a small ``bsize`` for quick tests).
         self.extra_config: dict = {}
         self._build()
+        #: "Export model…": the latest retrained model as a BioImage.IO package.
+        self.export_action = ExportAction(self._ws, threaded=threaded)
+        self.append(self.export_action)
         self._ws.image_accepted.connect(lambda _name: self.refresh())
         jobs.preload_training()
 
