@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 from magicgui.widgets import CheckBox, Container, Label, PushButton, SpinBox, create_widget
+from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
 from napari.viewer import Viewer
 
@@ -16,9 +17,12 @@ from ._tooltips import LABELS, message
 from ._tooltips import labelled as _w
 from ._workspace import Cp2Workspace, workspace_for
 
-__all__ = ["CorrectWidget", "provenance_counts"]
+__all__ = ["PROPOSAL_LAYER", "CorrectWidget", "provenance_counts"]
 
 logger = logging.getLogger(__name__)
+
+#: Name of the layer that shows a click's proposed ROI until Enter or Esc.
+PROPOSAL_LAYER = "cp2 click proposal"
 
 
 def provenance_counts(prediction: np.ndarray | None, labels: np.ndarray):
@@ -57,12 +61,15 @@ class CorrectWidget(Container):
         self._ws = workspace if workspace is not None else workspace_for(napari_viewer)
         self.history = EditHistory()
         self._hooked = None
+        #: The ROI a click proposed (bool mask), waiting for Enter (accept) or Esc (discard).
+        self.proposal: np.ndarray | None = None
         self._build()
         self._ws.prediction_shown.connect(self._on_prediction_shown)
 
     def _build(self) -> None:
         self._labels = _w(create_widget(annotation="napari.layers.Labels"), "labels")
         self._delete_mode = _w(CheckBox(value=False, text=LABELS["delete_mode"]), "delete_mode")
+        self._click_mode = _w(CheckBox(value=False, text=LABELS["click_mode"]), "click_mode")
         self._shapes = _w(
             create_widget(annotation="napari.layers.Shapes", options={"nullable": True}),
             "draw_shapes",
@@ -77,9 +84,9 @@ class CorrectWidget(Container):
         self._accept = _w(PushButton(text=LABELS["accept"]), "accept")
         self._counts = Label(value="")
         self.extend(
-            [self._labels, self._delete_mode, self._shapes, self._add, self._merge_a,
-             self._merge_b, self._merge, self._relabel_id, self._relabel, self._undo,
-             self._accept, self._counts]
+            [self._labels, self._delete_mode, self._click_mode, self._shapes, self._add,
+             self._merge_a, self._merge_b, self._merge, self._relabel_id, self._relabel,
+             self._undo, self._accept, self._counts]
         )  # fmt: skip
         self._add.changed.connect(lambda: self.add_from_shapes())
         self._merge.changed.connect(lambda: self.merge(self._merge_a.value, self._merge_b.value))
@@ -87,6 +94,7 @@ class CorrectWidget(Container):
         self._undo.changed.connect(lambda: self.undo())
         self._accept.changed.connect(lambda: self.accept())
         self._delete_mode.changed.connect(lambda _v: self._hook_layer(self._labels.value))
+        self._click_mode.changed.connect(lambda _v: self._hook_layer(self._labels.value))
         self._labels.changed.connect(self._hook_layer)
         self._hook_layer(self._labels.value)
 
@@ -107,13 +115,18 @@ class CorrectWidget(Container):
         self._hooked = layer
         if layer is None:
             return
-        if self._delete_mode.value:
+        if self._delete_mode.value or self._click_mode.value:
             layer.mouse_drag_callbacks.append(self._on_click)
+        layer.bind_key("Enter", lambda _layer: self.accept_proposal(), overwrite=True)
+        layer.bind_key("Escape", lambda _layer: self.discard_proposal(), overwrite=True)
         layer.events.paint.connect(self.refresh_counts)
         layer.events.data.connect(self.refresh_counts)
         self.refresh_counts()
 
     def _on_click(self, layer, event) -> None:
+        if self._click_mode.value and not self._delete_mode.value:
+            self.propose_at(event.position, world=True)
+            return
         if getattr(event, "view_direction", None) is not None and len(event.dims_displayed) == 3:
             # 3-D view: the first ROI along the ray under the cursor
             value = layer.get_value(
@@ -223,15 +236,92 @@ class CorrectWidget(Container):
         return provenance_counts(self._ws.prediction_for(layer.name), np.asarray(layer.data))
 
     def refresh_counts(self, *_args) -> None:
-        """Update the provenance line (model / edited / drawn / deleted)."""
+        """Update the provenance line (model / edited / drawn (by a click) / deleted)."""
         acc = self.provenance()
         if acc is None:
             self._counts.value = ""
             return
+        layer = self._labels.value
+        assisted = self._assisted_in(layer) if layer is not None else []
+        acc = acc.with_assisted(assisted)
+        clicks = f" ({acc.n_assisted} by a click)" if acc.n_assisted else ""
         self._counts.value = (
-            f"model {acc.n_accepted} · edited {acc.n_edited} · drawn {acc.n_drawn} · "
+            f"model {acc.n_accepted} · edited {acc.n_edited} · drawn {acc.n_drawn}{clicks} · "
             f"deleted {acc.n_deleted}"
         )
+
+    # ------------------------------------------------------------------ click to draw
+    def _assisted_in(self, layer) -> list[int]:
+        """Labels of ``layer`` drawn by an accepted click proposal (still present)."""
+        ids = self._ws.assisted.get(layer.name, set())
+        data = np.asarray(layer.data)
+        return sorted(i for i in ids if (data == i).any())
+
+    def _cached_for(self, layer):
+        for cached in self._ws.cache.values():
+            if cached.labels_layer == layer.name:
+                return cached.segmentation
+        return None
+
+    def propose_at(self, position, *, world: bool = False) -> np.ndarray | None:
+        """Propose the ROI of a missed cell at ``position`` from the model's cached flows and
+        cell probability; show it, and return the mask (Enter accepts, Esc discards)."""
+        from cp2_engine.postprocess import propose_roi
+
+        layer = self._layer()
+        if layer is None:
+            return None
+        seg = self._cached_for(layer)
+        if seg is None or np.asarray(seg.flows).ndim != 3:
+            show_error(message("no_flows", name=layer.name))
+            return None
+        point = layer.world_to_data(position) if world else position
+        labels = np.asarray(layer.data)
+        try:
+            roi = propose_roi(seg.flows, seg.cellprob, tuple(point)[-2:], labels=labels,
+                              diameter=seg.diameter, niter=seg.niter,
+                              cellprob_threshold=seg.config.cellprob_threshold)  # fmt: skip
+        except ValueError as err:
+            show_error(f"cp2: {err}.")
+            return None
+        if not roi.any():
+            show_info(message("no_proposal"))
+            return None
+        self.proposal = roi
+        self._show_proposal(layer, roi)
+        return roi
+
+    def _show_proposal(self, layer, roi: np.ndarray) -> None:
+        name = PROPOSAL_LAYER
+        if name in self._viewer.layers:
+            self._viewer.layers[name].data = roi.astype(np.uint8)
+        else:
+            preview = Labels(roi.astype(np.uint8), name=name, opacity=0.8,
+                             scale=layer.scale, translate=layer.translate)  # fmt: skip
+            self._viewer.add_layer(preview)
+            preview.bind_key("Enter", lambda _l: self.accept_proposal(), overwrite=True)
+            preview.bind_key("Escape", lambda _l: self.discard_proposal(), overwrite=True)
+        self._viewer.layers.selection.active = layer
+
+    def accept_proposal(self) -> int:
+        """Add the proposed ROI (an "assisted" drawn ROI); return its label (0: none)."""
+        layer = self._labels.value
+        if self.proposal is None or layer is None:
+            return 0
+        result = self._edit(add_rois, self.proposal[None])
+        self.discard_proposal()
+        if result is None or not result[1]:
+            return 0
+        label = int(result[1][0])
+        self._ws.assisted.setdefault(layer.name, set()).add(label)
+        self.refresh_counts()
+        return label
+
+    def discard_proposal(self) -> None:
+        """Drop the proposed ROI."""
+        self.proposal = None
+        if PROPOSAL_LAYER in self._viewer.layers:
+            self._viewer.layers.remove(PROPOSAL_LAYER)
 
     def _image_name(self, layer) -> str:
         name = layer.metadata.get("cp2_image")
@@ -261,6 +351,7 @@ class CorrectWidget(Container):
                 labels,
                 prediction=self._ws.prediction_for(layer.name),
                 model=self._ws.prediction_model(layer.name),
+                assisted=self._assisted_in(layer),
             )
         except (ValueError, TypeError, OSError) as err:
             show_error(message("job_failed", job="accept", error=err))

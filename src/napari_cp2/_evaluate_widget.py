@@ -11,6 +11,7 @@ from napari.utils.notifications import show_error
 from napari.viewer import Viewer
 
 from . import _jobs as jobs
+from ._jobrunner import JobRunner
 from ._layers import SUFFIXES, TRUTH_SUFFIX
 from ._tooltips import LABELS, message
 from ._tooltips import labelled as _w
@@ -55,6 +56,7 @@ class EvaluateWidget(Container):
         self._viewer = napari_viewer
         self._ws = workspace if workspace is not None else workspace_for(napari_viewer)
         self.result: dict | None = None
+        self._jobs = JobRunner(self._ws, threaded=False)  # quick: the GUI thread
         self._pred = _w(create_widget(annotation="napari.layers.Labels"), "labels")
         self._truth = _w(
             create_widget(annotation="napari.layers.Labels", options={"nullable": True}), "truth"
@@ -165,14 +167,11 @@ class EvaluateWidget(Container):
             show_error(message("shape_mismatch", a=pred_layer.name, sa=pred.shape, b="ground "
                                "truth", sb=truth.shape))  # fmt: skip
             return None
-        task = jobs.Task(
+        self._jobs.start(
             jobs.evaluate_job(truth, pred, thresholds=thresholds),
             name="evaluation",
             on_done=lambda res: self._show(pred_layer, res),
-            on_error=lambda err: show_error(message("job_failed", job="evaluation", error=err)),
-            threaded=False,
         )
-        task.start()
         return self.result
 
     def _show(self, pred_layer, res: dict) -> None:

@@ -90,6 +90,30 @@ def project_model_choices(project) -> list[tuple[str, str]]:
     return [(PROJECT_PREFIX + rel, str(project.folder / rel)) for rel in project.rounds]
 
 
+def all_model_choices(ws) -> list[tuple[str, str]]:
+    """(label, key) of the registry's models, the open project's rounds (newest last) and the
+    models added in this session (e.g. a finished retraining)."""
+    try:
+        choices = model_choices()
+    except (ImportError, OSError, ValueError) as err:
+        logger.warning("cp2: model registry unavailable: %s", err)
+        choices = []
+    choices += project_model_choices(ws.project)
+    known = dict(choices)
+    return choices + [(model_label(k), k) for k in ws.extra_models if k not in known]
+
+
+def batch_job(cache: dict, key: str, images, **options) -> Generator:
+    """Load the model (cached) and run :func:`cp2_engine.batch.iter_segment_batch` on
+    ``images`` (paths, folders or ``(name, array)`` pairs); returns its ``BatchResult``."""
+    from cp2_engine.batch import iter_segment_batch
+
+    yield f"loading model {key}"
+    model = get_model(cache, key)
+    result = yield from iter_segment_batch(images, model=key, segmenter=model, **options)
+    return result
+
+
 def get_model(cache: dict, key: str):
     """Load the segmenter ``key`` (name, path or zoo) once and keep it in ``cache``."""
     if key not in cache:
@@ -199,15 +223,18 @@ def preload_training() -> None:
 
 
 def accept_labels(
-    project, name: str, labels: np.ndarray, *, prediction=None, model=None, overwrite=True
-):
-    """Hand corrected labels (and the prediction they were corrected from) to the project.
+    project, name: str, labels: np.ndarray, *, prediction=None, model=None, overwrite=True,
+    assisted=None,
+):  # fmt: skip
+    """Hand corrected labels (and the prediction they were corrected from, and the labels of
+    the ROIs drawn with a click) to the project.
 
     Returns the project's ROI accounting.
     """
     return project.accept(
-        name, labels, overwrite=overwrite, prediction=prediction, prediction_model=model
-    )
+        name, labels, overwrite=overwrite, prediction=prediction, prediction_model=model,
+        assisted=assisted,
+    )  # fmt: skip
 
 
 def retrain_job(project, config) -> Generator:

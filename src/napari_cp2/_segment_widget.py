@@ -23,6 +23,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from napari.viewer import Viewer
 
 from . import _jobs as jobs
+from ._jobrunner import JobRunner
 from ._layers import (
     EngineImage,
     diameter_from_shapes,
@@ -64,10 +65,11 @@ class SegmentWidget(Container):
         super().__init__()
         self._viewer = napari_viewer
         self._ws = workspace if workspace is not None else workspace_for(napari_viewer)
-        self._threaded = threaded
-        self.task: jobs.Task | None = None
         self._pending_recompute = False
         self._build()
+        self._jobs = JobRunner(
+            self._ws, progress=self._progress, status=self._status, threaded=threaded
+        )
         self._ws.model_added.connect(self._on_model_added)
         self._ws.project_changed.connect(lambda _p: self._model.reset_choices())
         self._ws.segment_requested.connect(self._on_segment_requested)
@@ -114,15 +116,7 @@ class SegmentWidget(Container):
         self._on_image_changed(self._image.value)
 
     def _model_choices(self, _widget=None) -> list[tuple[str, str]]:
-        try:
-            choices = jobs.model_choices()
-        except (ImportError, OSError, ValueError) as err:
-            logger.warning("cp2: model registry unavailable: %s", err)
-            choices = []
-        choices += jobs.project_model_choices(self._ws.project)
-        known = dict(choices)
-        choices += [(jobs.model_label(k), k) for k in self._ws.extra_models if k not in known]
-        return [*choices, (FILE_CHOICE, FILE_CHOICE)]
+        return [*jobs.all_model_choices(self._ws), (FILE_CHOICE, FILE_CHOICE)]
 
     # ------------------------------------------------------------------------ helpers
     def _axis_labels(self, layer) -> list[str]:
@@ -209,56 +203,27 @@ class SegmentWidget(Container):
             return None
         return layer, eimg, key
 
+    @property
+    def task(self) -> jobs.Task | None:
+        """The last (or running) job."""
+        return self._jobs.task
+
+    @property
+    def _threaded(self) -> bool | None:
+        return self._jobs.threaded
+
+    @_threaded.setter
+    def _threaded(self, value: bool | None) -> None:
+        self._jobs.threaded = value
+
     def _busy(self) -> bool:
-        if self.task is not None and self.task.running:
-            show_warning(message("busy", job=self.task.name))
-            return True
-        return False
+        return self._jobs.busy()
 
-    def _start(self, gen, *, name: str, on_done) -> jobs.Task:
-        self._progress.max = 0  # Qt shows a busy indicator
-        self._status.value = f"{name}…"
-        task = jobs.Task(
-            gen,
-            name=name,
-            on_yield=self._on_progress,
-            on_done=partial(self._finish, on_done),
-            on_error=partial(self._on_error, name),
-            on_cancel=self._on_cancelled,
-            threaded=self._threaded,
-        )
-        self.task = task
-        self._ws.tasks.append(task)
-        return task.start()
-
-    def _end(self) -> None:
-        self._progress.max = 1
-        self._progress.value = 1
-        if self.task is not None and self.task in self._ws.tasks:
-            self._ws.tasks.remove(self.task)
+    def _start(self, gen, *, name: str, on_done) -> jobs.Task | None:
+        return self._jobs.start(gen, name=name, on_done=on_done, on_yield=self._on_progress)
 
     def _on_progress(self, item) -> None:
-        if not isinstance(item, str):
-            return
-        total = getattr(item, "total", None)  # a ProgressText: done of total (0: busy)
-        if total is not None:
-            self._progress.max = total
-            self._progress.value = max(0, min(item.done, total))
-        self._status.value = item
-
-    def _finish(self, on_done, result) -> None:
-        self._end()
-        on_done(result)
-
-    def _on_error(self, job: str, err: BaseException) -> None:
-        self._end()
-        self._status.value = f"{job} failed"
-        show_error(message("job_failed", job=job, error=err))
-
-    def _on_cancelled(self) -> None:
-        self._end()
-        self._status.value = "cancelled"
-        show_info(message("cancelled", job=self.task.name if self.task else "job"))
+        self._jobs.show(item)
 
     # ------------------------------------------------------------------------ actions
     def run(self, image_layer=None) -> jobs.Task | None:
@@ -283,10 +248,7 @@ class SegmentWidget(Container):
 
     def cancel(self) -> bool:
         """Cancel the running job; tell the user when there is nothing to cancel."""
-        if self.task is None or not self.task.cancel():
-            show_info(message("nothing_to_cancel"))
-            return False
-        return True
+        return self._jobs.cancel()
 
     def _on_segmented(self, layer, result) -> None:
         key, seg = result
@@ -348,7 +310,7 @@ class SegmentWidget(Container):
         cached = self._ws.cache.get(layer.name) if layer is not None else None
         if cached is None or cached.labels_layer not in self._viewer.layers:
             return None
-        if self.task is not None and self.task.running:
+        if self._jobs.running:
             self._pending_recompute = True
             return None
         labels = self._viewer.layers[cached.labels_layer]

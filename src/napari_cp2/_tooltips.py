@@ -22,10 +22,18 @@ LABELS: dict[str, str] = {
     "flow_threshold": "flow threshold",
     "cellprob_threshold": "cellprob threshold",
     "augment": "augment (flips)",
+    "precision": "network precision",
     "run": "Run",
     "cancel": "Cancel",
     "labels": "labels",
     "delete_mode": "click deletes ROI",
+    "click_mode": "click draws a missed cell",
+    "batch_source": "images from",
+    "batch_folder": "image folder",
+    "batch_layer": "time-lapse layer",
+    "batch_out": "output folder",
+    "measure_image": "intensity image",
+    "export_folder": "export folder",
     "draw_shapes": "ROI shapes",
     "add_shapes": "Shapes → new ROIs",
     "merge_a": "merge ROI",
@@ -73,9 +81,22 @@ TOOLTIPS: dict[str, str] = {
     "cellprob_threshold": "Pixels with a cell-probability logit above this are foreground. "
     "Changing it recomputes the masks from the cached flows.",
     "augment": "Average the network over flips (slower, a little more accurate).",
+    "precision": "auto: bfloat16 where the CPU or GPU computes it natively (several times "
+    "faster, the same masks), else float32. fp32: the exact path. bf16: force bfloat16.",
     "run": "Segment the image in a background thread.",
     "cancel": "Stop the running job; the layers already present stay untouched.",
     "delete_mode": "While checked, a click on a ROI in the labels layer deletes it.",
+    "click_mode": "While checked, a click on a cell the model missed proposes its ROI from the "
+    "model's cached flows and cell probability (cropped by the existing ROIs): Enter accepts "
+    "it, Esc discards it. Accepted proposals count as drawn 'by a click'.",
+    "batch_source": "A folder of image files, every open image layer, or each frame (first "
+    "axis) of a time-lapse layer.",
+    "batch_out": "Where the masks, _seg.npy, overlays, ROI files and the summary table go "
+    "(empty: beside each image; needed for layers and frames).",
+    "batch_run": "Segment every image in a background thread. A rerun skips images whose "
+    "outputs are complete and current for the same model and settings.",
+    "batch_measure": "Also write one table with a row per ROI of every image.",
+    "measure_image": "Image layer whose channels give the mean and integrated intensities.",
     "add_shapes": "Turn every polygon/lasso/ellipse of the shapes layer into a new ROI "
     "(pixels of existing ROIs are kept).",
     "merge": "Merge the second ROI into the first.",
@@ -112,6 +133,9 @@ MESSAGES: dict[str, str] = {
     "busy": "cp2: a {job} is already running; cancel it or wait.",
     "nothing_to_cancel": "cp2: nothing to cancel.",
     "cancelled": "cp2: {job} cancelled.",
+    "no_flows": "cp2: no cached flows for '{name}': segment its image with cp2 first (a "
+    "click proposes a cell from the model's flows).",
+    "no_proposal": "cp2: no cell found at the click (background, or an existing ROI).",
     "segmented": "cp2: {n} ROIs in '{name}' (diameter {diameter:.1f} px).",
     "edits_kept": "cp2: '{name}' has manual edits; new thresholds were not applied so that "
     "no edit is lost. Run again to make a new labels layer.",

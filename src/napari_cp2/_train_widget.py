@@ -19,11 +19,12 @@ from magicgui.widgets import (
     SpinBox,
 )
 from napari.layers import Image
-from napari.utils.notifications import show_error, show_info, show_warning
+from napari.utils.notifications import show_error, show_info
 from napari.viewer import Viewer
 
 from . import _jobs as jobs
 from ._export_action import ExportAction
+from ._jobrunner import JobRunner, ProgressItem, format_eta
 from ._layers import layer_names
 from ._tooltips import LABELS, message
 from ._tooltips import labelled as _w
@@ -49,18 +50,6 @@ def project_name(layer_name: str) -> str:
     return name or "image"
 
 
-def format_eta(seconds: float) -> str:
-    """Format a duration as ``1m05s``.
-
-    Examples
-    --------
-    >>> format_eta(65.2)
-    '1m05s'
-    """
-    seconds = max(0, round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 class TrainWidget(Container):
     """Open/create a HITL project and retrain its model in the background.
 
@@ -81,9 +70,6 @@ class TrainWidget(Container):
         super().__init__()
         self._viewer = napari_viewer
         self._ws = workspace if workspace is not None else workspace_for(napari_viewer)
-        self._threaded = threaded
-        self.task: jobs.Task | None = None
-        self.suggest_task: jobs.Task | None = None
         self.last_record = None
         #: The last "suggest next image" ranking (``ImageScore`` list, most uncertain first).
         self.last_ranking: list = []
@@ -94,6 +80,9 @@ class TrainWidget(Container):
         #: "Export model…": the latest retrained model as a BioImage.IO package.
         self.export_action = ExportAction(self._ws, threaded=threaded)
         self.append(self.export_action)
+        self._jobs = JobRunner(self._ws, progress=self._progress, status=self._status,
+                               threaded=threaded)  # fmt: skip
+        self._suggest_jobs = JobRunner(self._ws, status=self._suggestion, threaded=threaded)
         self._ws.image_accepted.connect(lambda _name: self.refresh())
         jobs.preload_training()
 
@@ -120,6 +109,16 @@ class TrainWidget(Container):
         self._suggest.changed.connect(lambda: self.suggest_next())
         self._retrain.changed.connect(lambda: self.retrain())
         self._cancel.changed.connect(lambda: self.cancel())
+
+    @property
+    def task(self) -> jobs.Task | None:
+        """The last (or running) retraining."""
+        return self._jobs.task
+
+    @property
+    def suggest_task(self) -> jobs.Task | None:
+        """The last (or running) ranking of the next image."""
+        return self._suggest_jobs.task
 
     def _initial_choices(self, _widget=None) -> list[tuple[str, str]]:
         try:
@@ -194,32 +193,19 @@ class TrainWidget(Container):
         if project is None:
             show_error(message("no_project"))
             return None
-        if self.suggest_task is not None and self.suggest_task.running:
-            show_warning(message("busy", job="suggestion"))
-            return None
-        self._suggestion.value = "ranking the images…"
-        self.suggest_task = jobs.Task(
+        return self._suggest_jobs.start(
             jobs.suggest_job(project),
-            name="suggestion",
+            name="ranking the images",
             on_yield=self._on_rank_progress,
             on_done=self._on_suggested,
-            on_error=self._on_suggest_error,
-            on_cancel=self._on_suggest_cancelled,
-            threaded=self._threaded,
         )
-        self._ws.tasks.append(self.suggest_task)
-        return self.suggest_task.start()
 
-    def _on_rank_progress(self, event) -> None:
+    def _on_rank_progress(self, event) -> str | None:
         if getattr(event, "name", ""):
-            self._suggestion.value = f"scoring {event.name} ({event.done + 1}/{event.total})…"
-
-    def _suggest_done(self) -> None:
-        if self.suggest_task in self._ws.tasks:
-            self._ws.tasks.remove(self.suggest_task)
+            return f"scoring {event.name} ({event.done + 1}/{event.total})…"
+        return None
 
     def _on_suggested(self, ranking) -> None:
-        self._suggest_done()
         self.last_ranking = list(ranking)
         if not ranking:
             self._suggestion.value = "every image is accepted"
@@ -231,15 +217,6 @@ class TrainWidget(Container):
         if best.name in self._viewer.layers:
             self._viewer.layers.selection.active = self._viewer.layers[best.name]
         show_info(message("suggested", name=best.name, reason=best.reason))
-
-    def _on_suggest_error(self, err: BaseException) -> None:
-        self._suggest_done()
-        self._suggestion.value = "suggestion failed"
-        show_error(message("job_failed", job="suggesting the next image", error=err))
-
-    def _on_suggest_cancelled(self) -> None:
-        self._suggest_done()
-        self._suggestion.value = ""
 
     # --------------------------------------------------------------------- training
     def config(self):
@@ -260,8 +237,7 @@ class TrainWidget(Container):
         if project is None:
             show_error(message("no_project"))
             return None
-        if self.task is not None and self.task.running:
-            show_warning(message("busy", job="retraining"))
+        if self._jobs.busy():
             return None
         if not project.accepted_names():
             show_error(message("no_accepted"))
@@ -271,44 +247,28 @@ class TrainWidget(Container):
         except (ValueError, TypeError) as err:
             show_error(message("job_failed", job="retraining", error=err))
             return None
-        self._progress.max = config.n_epochs
-        self._progress.value = 0
-        self._status.value = "starting…"
-        self.task = jobs.Task(
+        return self._jobs.start(
             jobs.retrain_job(project, config),
             name="retraining",
             on_yield=partial(self._on_event, config.n_epochs),
             on_done=self._on_trained,
-            on_error=self._on_error,
-            on_cancel=self._on_cancelled,
-            threaded=self._threaded,
+            total=config.n_epochs,
         )
-        self._ws.tasks.append(self.task)
-        return self.task.start()
 
     def cancel(self) -> bool:
         """Cancel the running retraining (the project keeps its previous model)."""
-        if self.task is None or not self.task.cancel():
-            show_info(message("nothing_to_cancel"))
-            return False
-        return True
+        return self._jobs.cancel()
 
-    def _on_event(self, n_epochs: int, event) -> None:
+    def _on_event(self, n_epochs: int, event) -> ProgressItem | None:
         epoch = getattr(event, "epoch", None)
         if epoch is None or not hasattr(event, "eta"):
-            return
+            return None
         self._last_loss = float(event.loss)
-        self._progress.value = min(epoch + 1, n_epochs)
-        self._status.value = (
-            f"epoch {epoch + 1}/{n_epochs} · loss {event.loss:.4f} · ETA {format_eta(event.eta)}"
-        )
-
-    def _done(self) -> None:
-        if self.task in self._ws.tasks:
-            self._ws.tasks.remove(self.task)
+        eta = format_eta(event.eta)
+        text = f"epoch {epoch + 1}/{n_epochs} · loss {event.loss:.4f} · ETA {eta}"
+        return ProgressItem(text, min(epoch + 1, n_epochs), n_epochs)
 
     def _on_trained(self, record) -> None:
-        self._done()
         self.last_record = record
         project = self._ws.project
         path = str(Path(project.folder) / record.model)
@@ -320,13 +280,3 @@ class TrainWidget(Container):
         nxt = project.next_image()
         if nxt is not None and nxt in self._viewer.layers:
             self._ws.segment_requested.emit(nxt)
-
-    def _on_error(self, err: BaseException) -> None:
-        self._done()
-        self._status.value = "retraining failed"
-        show_error(message("job_failed", job="retraining", error=err))
-
-    def _on_cancelled(self) -> None:
-        self._done()
-        self._status.value = "cancelled"
-        show_info(message("cancelled", job="retraining"))

@@ -67,6 +67,8 @@ class Cp2Workspace:
         self._predictions: dict[str, np.ndarray] = {}
         self._prediction_models: dict[str, str | None] = {}
         self.tasks: list[Any] = []
+        #: Labels layer name -> labels of the ROIs drawn with one click ("assisted").
+        self.assisted: dict[str, set[int]] = {}
 
     def set_prediction(
         self, labels_layer: str, masks: np.ndarray, *, model: str | None = None

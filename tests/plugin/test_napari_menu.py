@@ -38,7 +38,7 @@ def _panels(widget):
 def test_the_single_cp2_dock_comes_first():
     assert WIDGETS[0] == "cp2"
     assert set(WIDGETS[1:]) == {"Model & segment", "Correct", "Train (human-in-the-loop)",
-                                "Evaluate"}  # fmt: skip
+                                "Evaluate", "Batch", "Measure & export"}  # fmt: skip
 
 
 def test_every_widget_opens_from_the_plugins_menu(make_napari_viewer):

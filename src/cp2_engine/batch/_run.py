@@ -69,7 +69,7 @@ class BatchProgress:
 
 @dataclass(frozen=True)
 class BatchRow:
-    """One line of the summary table."""
+    """One line of the summary table (``source``: the image file; "" for an array)."""
 
     image: str
     status: str
@@ -79,6 +79,7 @@ class BatchRow:
     seconds: float = 0.0
     error: str = ""
     masks: str = ""
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,11 @@ def _items(images: Iterable, out) -> list[_Item]:
     return items
 
 
+def _source(item: _Item) -> str:
+    """The image file of an item ("" for an array)."""
+    return "" if isinstance(item.source, np.ndarray) else str(item.source)
+
+
 def _summary_path(items: list[_Item], out) -> Path:
     return Path(out) / SUMMARY_NAME if out is not None else items[0].folder / SUMMARY_NAME
 
@@ -145,7 +151,8 @@ def _measure(masks, image, config):
     if image is None:
         return measure_rois(masks)
     axis = config.channel_axis
-    spatial = image.shape if image.ndim == 2 else np.delete(image.shape, -1 if axis is None else axis)
+    chan = -1 if axis is None else axis
+    spatial = image.shape if image.ndim == 2 else np.delete(image.shape, chan)
     if image.ndim not in (2, 3) or tuple(spatial) != masks.shape:
         return measure_rois(masks)  # e.g. an RGB image stored channel-first: shapes only
     return measure_rois(masks, image, channel_axis=axis)
@@ -184,7 +191,7 @@ class _Batch:
             self.tables[item.name] = _measure(masks, image, self.config)
         return BatchRow(item.name, "skipped", record.get("model", self.model),
                         record.get("diameter", float("nan")), record.get("n_rois", 0),
-                        0.0, masks=str(outputs["masks"]))  # fmt: skip
+                        0.0, masks=str(outputs["masks"]), source=_source(item))  # fmt: skip
 
     def segment(self, item: _Item, outputs: dict, sidecar: Path, signature: str) -> BatchRow:
         from cp2_engine.segmenters import load_segmenter
@@ -206,7 +213,8 @@ class _Batch:
             self.tables[item.name] = _measure(seg.masks, image, self.config)
         self.seg_seconds.append(seconds)
         return BatchRow(item.name, "segmented", self.model, round(float(seg.diameter), 3),
-                        n_rois, round(seconds, 3), masks=str(outputs["masks"]))  # fmt: skip
+                        n_rois, round(seconds, 3), masks=str(outputs["masks"]),
+                        source=_source(item))  # fmt: skip
 
     def run_one(self, item: _Item) -> BatchRow:
         outputs = self._outputs(item)
@@ -227,7 +235,8 @@ class _Batch:
             return self.segment(item, outputs, sidecar, signature)
         except Exception as err:  # one bad image never stops the batch: it goes in the table
             logger.warning("batch: %s failed: %s", item.name, err)
-            return BatchRow(item.name, "failed", self.model, error=f"{type(err).__name__}: {err}")
+            error = f"{type(err).__name__}: {err}"
+            return BatchRow(item.name, "failed", self.model, error=error, source=_source(item))
 
     def eta(self, remaining: int) -> float | None:
         if not self.seg_seconds:

@@ -31,7 +31,7 @@ This module is pure (numpy and scipy only), so the napari plugin reuses it as is
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -82,6 +82,9 @@ class RoiAccounting:
         One record per corrected ROI (sorted by label), then one per deleted predicted ROI.
     accept_iou : float
         The threshold that separated accepted from edited.
+    n_assisted : int
+        Drawn ROIs that a click proposed (from the model's flows) and the human accepted:
+        part of ``n_drawn``, counted separately (see :meth:`with_assisted`).
     """
 
     n_accepted: int
@@ -90,6 +93,21 @@ class RoiAccounting:
     n_deleted: int
     rois: tuple[RoiRecord, ...]
     accept_iou: float = ACCEPT_IOU
+    n_assisted: int = 0
+
+    def with_assisted(self, labels) -> RoiAccounting:
+        """This accounting with ``n_assisted``: how many of the corrected ROIs ``labels``
+        (drawn with a click) are drawn ROIs.
+
+        Examples
+        --------
+        >>> acc = account_rois(np.array([[1, 0, 0]]), np.array([[1, 0, 2]]))
+        >>> acc.with_assisted([2]).n_assisted, acc.with_assisted([1]).n_assisted
+        (1, 0)
+        """
+        wanted = {int(v) for v in labels}
+        n = sum(r.status == "drawn" and r.label in wanted for r in self.rois)
+        return replace(self, n_assisted=int(n))
 
     @property
     def n_human(self) -> int:
@@ -147,6 +165,7 @@ class RoiAccounting:
                 n_deleted=int(data["n_deleted"]),
                 rois=rois,
                 accept_iou=float(data.get("accept_iou", ACCEPT_IOU)),
+                n_assisted=int(data.get("n_assisted", 0)),
             )
         except (KeyError, TypeError) as err:
             raise ValueError(f"malformed ROI accounting record: {err}") from err

@@ -35,6 +35,7 @@ import numpy as np
 
 from cp2_engine.hitl._accounting import RoiAccounting, account_rois, check_labels
 from cp2_engine.hitl._active import ActiveMixin
+from cp2_engine.hitl._cost import CostMixin
 from cp2_engine.hitl._lock import WriterLockMixin, project_lock, writes
 from cp2_engine.hitl._project_files import (
     _check_names,
@@ -69,7 +70,7 @@ class ProjectStatus:
     n_drawn_total: int
 
 
-class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin):
+class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin, CostMixin):
     """A human-in-the-loop project folder (see the module docstring for the layout).
 
     Create one with :meth:`create`, reopen it with :meth:`open`. The loop is
@@ -430,6 +431,7 @@ class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin):
         overwrite: bool = False,
         prediction: np.ndarray | None = None,
         prediction_model: str | None = None,
+        assisted=None,
     ) -> RoiAccounting:
         """Store the human's corrected labels of ``name`` and their ROI accounting.
 
@@ -449,6 +451,9 @@ class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin):
             so that the accounting counts its ROIs as the model's.
         prediction_model : str, optional
             Name or path of the model that made ``prediction``.
+        assisted : sequence of int, optional
+            Labels of ROIs drawn with one click (a proposal from the model's flows): the
+            accounting counts them as ``n_assisted``.
 
         Returns
         -------
@@ -470,6 +475,8 @@ class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin):
         if self.is_accepted(name):
             self._backup(name)
         acc = self._account(name, labels)
+        if assisted is not None:
+            acc = acc.with_assisted(assisted)
         pred_meta = self.folder / "predictions" / f"{name}_pred.json"
         model = json.loads(pred_meta.read_text())["model"] if pred_meta.is_file() else None
         record = {
