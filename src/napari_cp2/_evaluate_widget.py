@@ -139,12 +139,13 @@ class EvaluateWidget(Container):
             show_error(message("no_truth"))
             return None
         stem = pred_layer.metadata.get("cp2_image") or pred_layer.name
-        for suffix in ("_masks.tif", "_masks.tiff", "_seg.npy"):
-            path = Path(folder) / f"{stem}{suffix}"
-            if path.is_file():
-                from ._io import read_cellpose
+        if Path(folder).is_dir():  # cp2's one naming rule: <stem>_masks.tif, <stem>_seg.npy, ...
+            from cp2_engine import io as cio
 
-                return np.asarray(read_cellpose(str(path))[-1][0])
+            found = cio.find_label_files(folder, kinds=("_masks", "_seg"))
+            path = found.get(cio.image_base(stem))
+            if path is not None:
+                return np.asarray(cio.read_labels(path))
         show_error(message("truth_missing", name=stem, folder=folder))
         return None
 

@@ -15,17 +15,15 @@ __all__ = ["get_reader", "read_cellpose", "write_masks_tif", "write_seg_npy"]
 
 logger = logging.getLogger(__name__)
 
-SEG_SUFFIX = "_seg.npy"
-MASKS_SUFFIXES = ("_masks.tif", "_masks.tiff", "_cp_masks.tif", "_cp_masks.tiff")
 
+def _kind(path) -> str | None:
+    """``"seg"`` / ``"masks"`` by cp2's naming rule (:func:`cp2_engine.io.split_label_name`)."""
+    from cp2_engine import io as cio
 
-def _kind(path: str) -> str | None:
-    low = str(path).lower()
-    if low.endswith(SEG_SUFFIX):
-        return "seg"
-    if low.endswith(MASKS_SUFFIXES):
-        return "masks"
-    return None
+    kind_name = cio.split_label_name(path)
+    if kind_name is None:
+        return None
+    return "seg" if kind_name[0] == "_seg" else "masks"
 
 
 def get_reader(path):
@@ -41,18 +39,11 @@ def get_reader(path):
     return read_cellpose if _kind(path) else None
 
 
-def _stem(path: Path, kind: str) -> str:
-    name = path.name
-    if kind == "seg":
-        return name[: -len(SEG_SUFFIX)]
-    return name[: name.lower().rfind("_masks")].removesuffix("_cp")
-
-
 def _read_one(path: Path) -> list[tuple]:
     from cp2_engine import io as cio
 
-    kind = _kind(str(path))
-    stem = _stem(path, kind)
+    kind = _kind(path)
+    stem = cio.split_label_name(path)[1]  # the image's name (its napari layer name)
     meta = {"name": f"{stem}_cp2_masks", "metadata": {"cp2_image": stem, "cp2_file": str(path)}}
     if kind == "masks":
         return [(np.asarray(cio.imread(path)), meta, "labels")]
@@ -89,7 +80,7 @@ def write_masks_tif(path: str, data, meta: dict) -> list[str]:
     from cp2_engine import io as cio
 
     target = Path(path)
-    if not target.name.lower().endswith(MASKS_SUFFIXES):
+    if _kind(target) != "masks":
         target = target.with_name(target.name.split(".")[0] + "_masks.tif")
     cio.save_masks(target, np.asarray(data))
     return [str(target)]
@@ -100,8 +91,8 @@ def write_seg_npy(path: str, data, meta: dict) -> list[str]:
     from cp2_engine import io as cio
 
     target = Path(path)
-    if not target.name.endswith(SEG_SUFFIX):
-        target = target.with_name(target.name.split(".")[0] + SEG_SUFFIX)
+    if _kind(target) != "seg":
+        target = target.with_name(target.name.split(".")[0] + "_seg.npy")
     masks = np.asarray(data)
     cio.save_seg_npy(target, image=np.zeros(masks.shape, np.float32), masks=masks)
     return [str(target)]

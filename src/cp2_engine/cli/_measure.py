@@ -44,14 +44,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing table")
 
 
-def _is_candidate(path: Path) -> bool:
-    from cp2_engine import io
-
-    if path.suffix.lower() not in io.IMAGE_EXTENSIONS or path.name.startswith("."):
-        return False
-    return not any(path.stem.endswith(s) for s in (*io.LABEL_SUFFIXES, "_overlay", "_outlines"))
-
-
 def pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     """``(image, labels)`` of every input image; an image without labels is an error."""
     from cp2_engine import io
@@ -59,7 +51,7 @@ def pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     images = []
     for path in args.paths:
         if path.is_dir():
-            images += sorted(p for p in path.iterdir() if p.is_file() and _is_candidate(p))
+            images += [p for p in io.find_images(path) if p.is_file()]
         elif path.is_file():
             images.append(path)
         else:
@@ -70,7 +62,7 @@ def pairs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
         folder = args.labels_dir if args.labels_dir is not None else image.parent
         if folder not in found:
             found[folder] = io.find_label_files(folder, kinds=_KINDS[args.labels])
-        base = image.stem[: -len("_img")] if image.stem.endswith("_img") else image.stem
+        base = io.image_base(image)
         if base not in found[folder]:
             raise FileNotFoundError(
                 f"no label file for {image.name} in {folder} (expected {base}_masks.tif, "

@@ -40,7 +40,8 @@ def default_sample_dir() -> Path:
 
 
 def find_samples(sample_dir: str | os.PathLike) -> list[tuple[str, Path, Path]]:
-    """List ``(name, image, labels)`` for every ``<name>.tif`` with a ``<name>_masks.tif``.
+    """List ``(name, image, labels)`` for every image with ``_masks`` labels (``<name>.tif`` +
+    ``<name>_masks.tif``; cp2's one naming rule, :func:`cp2_engine.io.find_image_label_pairs`).
 
     Raises
     ------
@@ -55,11 +56,10 @@ def find_samples(sample_dir: str | os.PathLike) -> list[tuple[str, Path, Path]]:
     folder = Path(sample_dir)
     if not folder.is_dir():
         raise FileNotFoundError(f"sample data folder not found: {folder}")
-    found = []
-    for img in sorted(folder.glob("*.tif")):
-        masks = img.with_name(f"{img.stem}_masks.tif")
-        if not img.stem.endswith("_masks") and masks.is_file():
-            found.append((img.stem, img, masks))
+    from cp2_engine import io
+
+    pairs = io.find_image_label_pairs(folder, kinds=("_masks",))
+    found = [(io.image_base(img), img, masks) for img, masks in pairs]
     if not found:
         raise FileNotFoundError(f"no <name>.tif + <name>_masks.tif pairs in {folder}")
     return found

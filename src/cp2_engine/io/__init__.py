@@ -14,7 +14,14 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "_cellpose_files": ["load_seg_npy", "read_labels", "save_masks", "save_seg_npy"],
         "_images": ["IMAGE_EXTENSIONS", "imread", "imwrite", "open_zarr_array"],
-        "_pairs": ["LABEL_SUFFIXES", "find_image_label_pairs", "find_images", "find_label_files"],
+        "_pairs": [
+            "LABEL_SUFFIXES",
+            "find_image_label_pairs",
+            "find_images",
+            "find_label_files",
+            "image_base",
+            "split_label_name",
+        ],
         "_reexports": [
             "atomic_write",
             "atomic_write_file",

@@ -1,8 +1,8 @@
 """Training data: load labelled images and the dataset utilities of the Cellpose 2.0 methods.
 
-- :func:`load_folder` reads a folder of images with ``_masks.tif``/``.png`` or ``_seg.npy`` labels,
-  including the ``<id>_img.tif`` / ``<id>_masks.tif`` layout; :func:`from_arrays` checks lists of
-  arrays.
+- :func:`load_folder` reads a folder of images with ``_masks.tif``/``.png`` or ``_seg.npy``
+  labels (cp2's one naming rule, :func:`cp2_engine.io.find_label_files`); :func:`from_arrays`
+  checks lists of arrays.
 - :func:`remove_overlaps` turns overlapping binary annotations (LiveCell style) into one label
   image: pixels claimed by several masks go to the mask with the nearest centroid, and a mask
   that loses more than 75% of its pixels is dropped.
@@ -22,9 +22,6 @@ import numpy as np
 from skimage.segmentation import relabel_sequential
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
-_LABEL_TAGS = ("_masks", "_seg", "_flows", "_cp_masks", "_outlines")
 
 
 @dataclass(frozen=True)
@@ -49,54 +46,15 @@ class LabeledImages:
         return len(self.images)
 
 
-def _read_image(path: Path) -> np.ndarray:
-    if path.suffix.lower() in (".tif", ".tiff"):
-        import tifffile
-
-        return np.asarray(tifffile.imread(path))
-    from skimage import io as skio
-
-    return np.asarray(skio.imread(path))
-
-
-def _read_seg_npy(path: Path) -> np.ndarray:
-    from cp2_engine.io import load_seg_npy  # restricted unpickler: a _seg.npy cannot run code
-
-    return np.asarray(load_seg_npy(path)["masks"])
-
-
-def _label_file(image_path: Path, mask_filter: str) -> Path | None:
-    stem = image_path.stem
-    bases = [stem[: -len("_img")], stem] if stem.endswith("_img") else [stem]
-    for base in bases:
-        for ext in (".tif", ".tiff", ".png"):
-            cand = image_path.with_name(base + mask_filter + ext)
-            if cand.exists():
-                return cand
-        cand = image_path.with_name(base + "_seg.npy")
-        if cand.exists():
-            return cand
-    return None
-
-
-def _image_files(folder: Path) -> list[Path]:
-    files = []
-    for p in sorted(folder.iterdir()):
-        if p.suffix.lower() not in IMAGE_SUFFIXES or not p.is_file():
-            continue
-        if any(p.stem.endswith(tag) for tag in _LABEL_TAGS):
-            continue
-        files.append(p)
-    return files
-
-
 def load_folder(
     folder: str | Path, *, mask_filter: str = "_masks", require_labels: bool = True
 ) -> LabeledImages:
     """Load every image of a folder that has labels beside it.
 
-    Labels are looked up as ``<stem><mask_filter>.tif|.tiff|.png`` or ``<stem>_seg.npy``; for
-    images named ``<id>_img.*`` also as ``<id><mask_filter>.*``.
+    Images and labels are paired by cp2's one naming rule
+    (:func:`cp2_engine.io.find_label_files`): ``<name><mask_filter>.tif|.tiff|.png|.npy`` or
+    ``<name>_seg.npy`` beside ``<name>.*`` or ``<name>_img.*``. Predicted ``_cp_masks`` are
+    never training labels.
 
     Parameters
     ----------
@@ -120,24 +78,26 @@ def load_folder(
     >>> load_folder(d).names
     ['a']
     """
+    from cp2_engine import io
+
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"training folder not found: {folder}")
+    found = io.find_label_files(folder, kinds=("_masks", "_seg"), mask_filter=mask_filter)
     images, labels, names = [], [], []
-    for path in _image_files(folder):
-        lab_path = _label_file(path, mask_filter)
-        if lab_path is None:
+    for path in io.find_images(folder, mask_filter=mask_filter):
+        name = io.image_base(path)
+        if name not in found:
             if require_labels:
                 raise FileNotFoundError(
-                    f"no labels for {path.name}: expected {path.stem}{mask_filter}.tif/.png or "
-                    f"{path.stem}_seg.npy"
+                    f"no labels for {path.name}: expected {name}{mask_filter}.tif/.png or "
+                    f"{name}_seg.npy"
                 )
             logger.info("skipping %s: no labels", path.name)
             continue
-        lab = _read_seg_npy(lab_path) if lab_path.suffix == ".npy" else _read_image(lab_path)
-        images.append(_read_image(path))
-        labels.append(lab)
-        names.append(path.stem[:-4] if path.stem.endswith("_img") else path.stem)
+        labels.append(io.read_labels(found[name]))  # a _seg.npy is read by the safe unpickler
+        images.append(np.asarray(io.imread(path)))
+        names.append(name)
     if not images:
         raise FileNotFoundError(f"no labelled images found in {folder}")
     logger.info("loaded %d labelled images from %s", len(images), folder)
