@@ -38,6 +38,8 @@ __all__ = ["KEEP_IOU", "Correction", "SimulatedAnnotator"]
 
 #: Default IoU at or above which the simulated annotator keeps a predicted ROI unchanged.
 KEEP_IOU = 0.75
+#: IoU a one-click proposal needs with a drawn ROI to count as "assisted".
+ASSIST_IOU = 0.75
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,10 @@ class Correction:
         Predicted ROIs the annotator deleted (matched to no true ROI).
     n_fixed : int
         Predicted ROIs matched with an IoU below ``keep_iou``, redrawn by the annotator.
+    n_assisted : int
+        Of the ``n_drawn`` missed ROIs, how many one click on their centre would have drawn
+        (a :func:`~cp2_engine.postprocess.propose_roi` proposal from the model's flows with
+        IoU >= :data:`ASSIST_IOU`); 0 unless ``correct`` was given the ``segmentation``.
     """
 
     labels: np.ndarray
@@ -64,6 +70,7 @@ class Correction:
     n_drawn: int
     n_deleted: int
     n_fixed: int = 0
+    n_assisted: int = 0
 
     @property
     def n_human(self) -> int:
@@ -117,13 +124,19 @@ class SimulatedAnnotator:
         if self.min_drawn_pixels < 1:
             raise ValueError(f"min_drawn_pixels must be >= 1, got {self.min_drawn_pixels}")
 
-    def correct(self, true_labels: np.ndarray, pred_labels: np.ndarray) -> Correction:
+    def correct(
+        self, true_labels: np.ndarray, pred_labels: np.ndarray, *, segmentation=None
+    ) -> Correction:
         """Correct ``pred_labels`` against ``true_labels`` (see the module docstring).
 
         Parameters
         ----------
         true_labels, pred_labels : ndarray of int, shape (H, W)
             Ground truth and prediction; 0 is background.
+        segmentation : Segmentation, optional
+            The model's result behind ``pred_labels`` (``flows``, ``cellprob``, ``diameter``,
+            ``niter``, ``config``): then ``n_assisted`` counts the drawn ROIs one click would
+            have drawn (see :class:`Correction`).
 
         Returns
         -------
@@ -152,12 +165,16 @@ class SimulatedAnnotator:
         out = _relabel_subset(pred, kept_pred, offset=0)
         painted = self._draw(out, truth, redraw, offset=len(kept_pred))
         n_fixed = int(np.isin(painted, fixed_true).sum())
+        n_kept = len(kept_pred)
+        missed = n_kept + 1 + np.flatnonzero(~np.isin(painted, fixed_true))
+        n_assisted = 0 if segmentation is None else _assisted(out, missed, segmentation, n_kept)
         return Correction(
             labels=_compact_dtype(out),
             n_kept=len(kept_pred),
             n_drawn=len(painted) - n_fixed,
             n_deleted=len(ids_p) - len(rows),
             n_fixed=n_fixed,
+            n_assisted=n_assisted,
         )
 
     def _draw(
@@ -175,6 +192,24 @@ class SimulatedAnnotator:
         free = painted != 0
         out[free] = new_ids[painted[free]]
         return ids[drawn - 1]
+
+
+def _assisted(out: np.ndarray, drawn: np.ndarray, seg, n_kept: int) -> int:
+    """How many of the drawn ROIs ``drawn`` (labels of ``out``) one click on their centre
+    would have drawn from the model's flows, cropped by the ROIs the annotator kept."""
+    from cp2_engine.postprocess import propose_roi
+
+    kept = np.where(out <= n_kept, out, 0)  # the kept ROIs are labels 1..n_kept
+    n = 0
+    for label in drawn:
+        roi = out == label
+        ys, xs = np.nonzero(roi)
+        k = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+        proposal = propose_roi(seg.flows, seg.cellprob, (ys[k], xs[k]), labels=kept,
+                               diameter=seg.diameter, niter=seg.niter,
+                               cellprob_threshold=seg.config.cellprob_threshold)  # fmt: skip
+        n += (proposal & roi).sum() >= ASSIST_IOU * (proposal | roi).sum()
+    return int(n)
 
 
 def _relabel_subset(labels: np.ndarray, ids: np.ndarray, *, offset: int) -> np.ndarray:
