@@ -96,6 +96,7 @@ class SegmentWidget(Container):
             FloatSlider(value=0.0, min=-6.0, max=6.0, step=0.2), "cellprob_threshold"
         )
         self._augment = _w(CheckBox(value=False, text=LABELS["augment"]), "augment")
+        self._precision = _w(ComboBox(choices=["auto", "fp32", "bf16"], value="auto"), "precision")
         self._run = _w(PushButton(text=LABELS["run"]), "run")
         self._cancel = _w(PushButton(text=LABELS["cancel"]), "cancel")
         self._progress = ProgressBar(value=0, min=0, max=1, label="progress")
@@ -104,7 +105,8 @@ class SegmentWidget(Container):
             [self._image, self._model, self._model_file, self._chan, self._chan2,
              self._channel_axis, self._do_3d, self._anisotropy, self._stitch, self._diameter,
              self._estimate, self._shapes, self._from_shapes, self._flow, self._cellprob,
-             self._augment, self._run, self._cancel, self._progress, self._status]
+             self._augment, self._precision, self._run, self._cancel, self._progress,
+             self._status]
         )  # fmt: skip
         self._image.changed.connect(self._on_image_changed)
         self._run.changed.connect(lambda: self.run())
@@ -242,6 +244,7 @@ class SegmentWidget(Container):
             flow_threshold=self._flow.value,
             cellprob_threshold=self._cellprob.value,
             augment=self._augment.value,
+            precision=self._precision.value,
             **(self._stack_settings() if eimg.stack else {}),
         )
         return self._start(gen, name="segmentation", on_done=partial(self._on_segmented, layer))

@@ -66,3 +66,28 @@ def test_missing_inputs_are_clear_errors(setup, capsys):
     assert "image not found" in capsys.readouterr().err
     assert main(_args(images / "no_model", images, out)) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["torch", "openvino"])
+def test_precision_and_backend_options_give_the_same_masks(setup, monkeypatch, backend):
+    from cp2_engine.network import openvino_available
+
+    if backend == "openvino" and not openvino_available():
+        pytest.skip("openvino not installed")
+    model_path, images, out = setup
+    extra = ("--cellprob-threshold", "-2", "--flow-threshold", "0", "--no-npy")
+    target = images / "img1.tif"
+    assert main(_args(model_path, target, out / "ref", *extra, "--precision", "fp32",
+                      "--backend", "torch")) == 0  # fmt: skip
+    assert main(_args(model_path, target, out / backend, *extra, "--precision", "fp32",
+                      "--backend", backend)) == 0  # fmt: skip
+    ref = tifffile.imread(out / "ref" / "img1_cp_masks.tif")
+    assert ref.max() > 0
+    np.testing.assert_array_equal(tifffile.imread(out / backend / "img1_cp_masks.tif"), ref)
+
+
+def test_unknown_precision_is_refused(setup, capsys):
+    model_path, images, out = setup
+    with pytest.raises(SystemExit):
+        main(_args(model_path, images, out, "--precision", "half"))
+    assert "fp32" in capsys.readouterr().err

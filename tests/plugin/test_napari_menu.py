@@ -265,3 +265,19 @@ def _tick_until(qtbot, until, *, timeout_ms: int = 240_000) -> np.ndarray:
     finally:
         timer.stop()
     return np.asarray(ticks)
+
+
+def test_precision_option_reaches_the_network(make_napari_viewer, qtbot):
+    """The Segment tab's precision setting is what the segmentation ran with."""
+    viewer = make_napari_viewer()
+    viewer.open_sample(PLUGIN, "nuclei")
+    seg = _open(viewer, "cp2").segment
+    seg._model.value = "cp2_nuclei"
+    seg._diameter.value = 18.0
+    seg._image.value = viewer.layers["dsb2018_fluo_nuclei"]
+    assert seg._precision.value == "auto"
+    seg._precision.value = "fp32"
+    seg._run.native.click()
+    _wait_segmented(qtbot, seg, viewer, "dsb2018_fluo_nuclei_cp2_masks")
+    cached = seg._ws.cache["dsb2018_fluo_nuclei"].segmentation
+    assert cached.config.precision == "fp32"

@@ -41,6 +41,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--augment", action="store_true", help="test-time flip augmentation")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="network precision: auto = bf16 where the CPU/GPU computes it natively, else fp32 "
+        "(fp32 is the exact path)",
+    )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "torch", "openvino"],
+        help="what runs the network: auto = OpenVINO on the CPU where installed, else torch",
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: beside)")
     stacks = parser.add_argument_group("z-stacks (Z, Y, X) or (Z, Y, X, C)")
     stacks.add_argument("--do-3d", action="store_true", help="3-D segmentation (YX, ZY, ZX)")
@@ -156,6 +169,8 @@ def _config(args: argparse.Namespace):
         augment=args.augment,
         batch_size=args.batch_size,
         device=args.device,
+        precision=args.precision,
+        backend=args.backend,
         do_3d=args.do_3d,
         anisotropy=args.anisotropy,
         stitch_threshold=args.stitch_threshold,

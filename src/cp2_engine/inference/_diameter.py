@@ -46,12 +46,15 @@ class DiameterEstimate:
         Every (diameter segmented at, median mask diameter measured) pair tried.
     disagreement : float
         ``|log(measured / used)|`` of the chosen step (0 = the masks agree exactly).
+    used : float
+        The diameter the chosen step was segmented at (``diameter`` is what its masks measured).
     """
 
     diameter: float
     first: float
     steps: tuple[tuple[float, float], ...]
     disagreement: float
+    used: float = math.nan
 
 
 def _starts(first: float, fallback: float) -> list[float]:
@@ -62,9 +65,16 @@ def _starts(first: float, fallback: float) -> list[float]:
 
 
 def refine_diameter(
-    measure: Callable[[float], float], *, first: float, fallback: float
+    measure: Callable[[float], float],
+    *,
+    first: float,
+    fallback: float,
+    close_enough: float = CONVERGED,
 ) -> DiameterEstimate:
     """Iterate ``d -> measure(d)`` from ``first`` and ``fallback``; keep the most consistent.
+
+    A chain stops at the first step whose masks measure within ``close_enough`` (relative,
+    as ``|log(measured / d)|``) of the diameter ``d`` they were segmented at.
 
     Parameters
     ----------
@@ -74,7 +84,10 @@ def refine_diameter(
     first : float
         The size model's estimate.
     fallback : float
-        A second start (the model's training diameter).
+        A second start (the model's training diameter), tried when the first chain ends
+        without a step within ``close_enough``.
+    close_enough : float
+        Stop tolerance (default :data:`CONVERGED`, 5 %).
 
     Examples
     --------
@@ -85,10 +98,10 @@ def refine_diameter(
     >>> round(est.diameter, 1), est.first
     (20.0, 30.0)
     """
-    best: tuple[float, float, float] | None = None  # (disagreement, diameter, first)
+    best: tuple[float, float, float, float] | None = None  # (gap, measured, start, used)
     steps: list[tuple[float, float]] = []
     for start in _starts(first, fallback):
-        if best is not None and best[0] < CONVERGED:  # the size model's chain converged
+        if best is not None and best[0] < close_enough:  # the size model's chain converged
             break
         d = start
         for _ in range(MAX_STEPS):
@@ -98,13 +111,13 @@ def refine_diameter(
                 break
             gap = abs(math.log(measured / d))
             if best is None or gap < best[0]:
-                best = (gap, measured, start)
-            if gap < CONVERGED:
+                best = (gap, measured, start, d)
+            if gap < close_enough:
                 break
             d = measured
     if best is None:  # no masks at any scale: keep the size model's guess
         return DiameterEstimate(first, first, tuple(steps), math.inf)
-    gap, diameter, start = best
+    gap, diameter, start, used = best
     if gap > DISAGREE:
         logger.warning(
             "diameter estimate %.1f px disagrees with its own masks (log ratio %.2f); "
@@ -112,4 +125,4 @@ def refine_diameter(
             diameter,
             gap,
         )
-    return DiameterEstimate(diameter, start, tuple(steps), gap)
+    return DiameterEstimate(diameter, start, tuple(steps), gap, used)

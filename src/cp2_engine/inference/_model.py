@@ -17,14 +17,14 @@ import numpy as np
 import torch
 
 from cp2_engine.inference._config import SegmentConfig, resolve_niter
-from cp2_engine.inference._diameter import refine_diameter
+from cp2_engine.inference._estimate import estimate_and_segment
 from cp2_engine.inference._planes import PlaneProgress
 from cp2_engine.inference._protocol import SegmentProgress, iter_segment_many
 from cp2_engine.inference._segment3d import iter_segment_stack, masks_from_stack_flows
 from cp2_engine.inference._segmentation import Segmentation, _Timer
 from cp2_engine.inference._tiling import run_tiled
 from cp2_engine.inference._transforms import convert_image, fit_channels, resize_image
-from cp2_engine.network import resolve_device, use_channels_last
+from cp2_engine.network import get_runner, resolve_device, use_channels_last
 from cp2_engine.util import drain
 
 __all__ = ["Model", "Segmentation", "masks_from_flows"]
@@ -195,6 +195,23 @@ class Model:
         )
         return fit_channels(x, self.net.nchan)
 
+    def runner(self, config: SegmentConfig | None = None):
+        """The network runner for ``config``'s precision and backend (cached per network).
+
+        Examples
+        --------
+        >>> Model.random(seed=0).runner(SegmentConfig(precision="fp32", backend="torch"))
+        NetRunner(backend='torch', precision='fp32')
+        """
+        config = config or SegmentConfig()
+        return get_runner(
+            self.net,
+            device=self.device,
+            precision=config.precision,
+            backend=config.backend,
+            channels_last=use_channels_last(config.channels_last, self.device),
+        )
+
     def _network(self, x: np.ndarray, config: SegmentConfig, rescale: float):
         """Run the tiled net at ``rescale``; return (y at network scale, style)."""
         if rescale != 1.0:
@@ -337,10 +354,14 @@ class Model:
             diam = config.diameter or None
             if not x.any():
                 return self._empty(x.shape[1:], config, diam or self._default_diameter(), timer)
-            if diam is None:
+            seg = None
+            if diam is None and self.size_model is None:
+                diam = self._default_diameter()
+            elif diam is None:
                 with timer("diameter"):
-                    diam = self._auto_diameter(x, config)
-            seg = self._segment_prepared(x, config, float(diam), timer)
+                    diam, seg = estimate_and_segment(self, x, config)
+            if seg is None:
+                seg = self._segment_prepared(x, config, float(diam), timer)
         return dataclasses.replace(seg, timings=timer.times)
 
     def _segment_prepared(self, x, config: SegmentConfig, diameter: float, timer) -> Segmentation:
@@ -372,38 +393,21 @@ class Model:
             config=dataclasses.replace(config, diameter=diameter),
         )
 
-    def _auto_diameter(self, x: np.ndarray, config: SegmentConfig) -> float:
-        if self.size_model is None:
-            return self._default_diameter()
-        return self._estimate_prepared(x, config)
-
     def _estimate_prepared(self, x: np.ndarray, config: SegmentConfig) -> float:
-        from cp2_engine.metrics import diameters
-
-        _, style = self._network(x, config, self.diam_mean / self._default_diameter())
-        d_style = float(self.size_model.diameter_from_style(style))
-        if not np.isfinite(d_style) or d_style <= 0:
-            d_style = self.diam_mean
-        niter = resolve_niter(None, rescale=1.0, resample=False)
-
-        def measure(diameter: float) -> float:
-            rescale = self.diam_mean / diameter
-            y, _ = self._network(x, config, rescale)
-            masks = masks_from_flows(y[:2], y[2], config=config, niter=niter)
-            return diameters(masks)[0] / rescale
-
-        est = refine_diameter(measure, first=d_style, fallback=self._default_diameter())
-        logger.info("diameter estimate: style %.1f px, refined %.1f px", d_style, est.diameter)
-        return float(est.diameter)
+        return float(estimate_and_segment(self, x, config)[0])
 
     def estimate_diameter(self, image, *, channels=None, config=None, **overrides) -> float:
         """Estimate the cell diameter (pixels) with the two-step size-model procedure.
 
-        1. style of the image (network at ``diam_mean / diam_labels``) -> size model -> ``d0``;
+        1. style of the image (network at ``diam_mean / diam_labels``, at most 8 tiles spread
+           over the image) -> size model -> ``d0``;
         2. segment at ``d0`` and measure the masks' median equivalent-circle diameter, and
            repeat from that measure while it moves (at most 4 times); if that does not
            converge, the same from the model's training diameter. The estimate is the measure
            whose masks agree best with the diameter they were segmented at (``_diameter.py``).
+           On large images each step segments one window (``_estimate.py``), so the whole
+           estimate costs about one extra network pass; ``segment(diameter=None)`` reuses the
+           last step's segmentation when it covered the whole image.
 
         Raises
         ------

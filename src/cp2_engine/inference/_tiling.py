@@ -26,6 +26,7 @@ __all__ = [
     "pad_widths",
     "run_tiled",
     "taper_mask",
+    "tiled_style",
 ]
 
 logger = logging.getLogger(__name__)
@@ -240,6 +241,62 @@ def run_tiled(
     norm = np.linalg.norm(style)
     style = style / norm if norm > 0 else style
     return np.ascontiguousarray(y[:, y0:y1, x0:x1]), style.astype(np.float32)
+
+
+def tiled_style(
+    runner,
+    x,
+    *,
+    max_tiles: int = 8,
+    bsize: int = 224,
+    tile_overlap: float = 0.1,
+    batch_size: int = 8,
+) -> np.ndarray:
+    """Style of ``x`` from at most ``max_tiles`` of its tiles, spread evenly over the image.
+
+    The style of :func:`run_tiled` is the normalised sum over every tile; this sums the
+    styles of an even subset of the same tiles (all of them when there are at most
+    ``max_tiles``), so that a style costs one batch on any image size.
+
+    Parameters
+    ----------
+    runner : NetRunner
+        From :func:`cp2_engine.network.get_runner`.
+    x : array_like
+        float32 ``(nchan, H, W)`` network input.
+    max_tiles, bsize, tile_overlap, batch_size : int, int, float, int
+        Tile budget and the tiling of :func:`run_tiled`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(nstyle,)`` unit-length style.
+
+    Examples
+    --------
+    >>> from cp2_engine.network import CPnet, get_runner
+    >>> net = CPnet().eval()
+    >>> x = np.random.default_rng(0).random((2, 96, 96), np.float32)
+    >>> style = tiled_style(get_runner(net), x)
+    >>> bool(np.allclose(style, run_tiled(net, x)[1], atol=1e-5))
+    True
+    """
+    padded, _ = _prepare_input(x, augment=False, bsize=bsize)
+    grid = make_tile_grid(padded.shape[1:], bsize=bsize, tile_overlap=tile_overlap)
+    tiles = grid_tiles(grid)
+    if len(tiles) > max_tiles:
+        tiles = [tiles[int(i)] for i in np.linspace(0, len(tiles) - 1, max_tiles).round()]
+    image = torch.from_numpy(padded).to(runner.device)
+    ty, tx = grid.tile
+    style = None
+    for b0 in range(0, len(tiles), batch_size):
+        chunk = tiles[b0 : b0 + batch_size]
+        inp = torch.stack([image[:, ys : ys + ty, xs : xs + tx] for _, _, ys, xs in chunk])
+        s = runner(inp)[1].double().sum(0)
+        style = s if style is None else style + s
+    style = style.cpu().numpy()
+    norm = np.linalg.norm(style)
+    return (style / norm if norm > 0 else style).astype(np.float32)
 
 
 def _blend_tiles(runner, padded, grid, dev, batch_size, augment):
