@@ -4,6 +4,9 @@ One :class:`Cp2Workspace` exists per napari viewer. It holds the loaded models, 
 human-in-the-loop project, the cached network output per image layer (so that a threshold change
 recomputes masks without rerunning the network), and the model prediction behind each labels
 layer (so that the correction widget can tell model ROIs from human ones).
+
+Closing the viewer's window cancels the workspace's running jobs (:meth:`Cp2Workspace.cancel_all`):
+:func:`workspace_for` watches the window when it makes the workspace.
 """
 
 from __future__ import annotations
@@ -15,7 +18,13 @@ from typing import Any
 import numpy as np
 from psygnal import Signal
 
-__all__ = ["CachedSegmentation", "Cp2Workspace", "unwrap_viewer", "workspace_for"]
+__all__ = [
+    "CachedSegmentation",
+    "Cp2Workspace",
+    "cancel_on_close",
+    "unwrap_viewer",
+    "workspace_for",
+]
 
 
 @dataclass(frozen=True)
@@ -123,7 +132,44 @@ def workspace_for(viewer: Any) -> Cp2Workspace:
     if ws is None:
         ws = Cp2Workspace()
         _WORKSPACES[viewer] = ws
+        cancel_on_close(viewer, ws)
     return ws
+
+
+def cancel_on_close(viewer: Any, ws: Cp2Workspace) -> bool:
+    """Cancel ``ws``'s running jobs when the window of ``viewer`` closes; False: no window.
+
+    The window's close event is watched; right after it (once napari has accepted or refused
+    it, e.g. in its confirmation dialog) the jobs are cancelled if the window is gone.
+
+    Examples
+    --------
+    >>> class FakeViewer: ...
+    >>> cancel_on_close(FakeViewer(), Cp2Workspace())
+    False
+    """
+    window = getattr(getattr(unwrap_viewer(viewer), "window", None), "_qt_window", None)
+    if window is None:
+        return False
+    from qtpy.QtCore import QEvent, QObject, QTimer
+
+    def closed() -> None:
+        try:
+            visible = window.isVisible()
+        except RuntimeError:  # the Qt window is already deleted
+            visible = False
+        if not visible:
+            ws.cancel_all()
+
+    class _CloseWatcher(QObject):
+        def eventFilter(self, obj, event) -> bool:
+            if event.type() == QEvent.Type.Close:
+                QTimer.singleShot(0, closed)
+            return False
+
+    watcher = _CloseWatcher(window)  # parented: lives as long as the window
+    window.installEventFilter(watcher)
+    return True
 
 
 def unwrap_viewer(viewer: Any) -> Any:
