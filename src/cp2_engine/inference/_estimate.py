@@ -6,17 +6,17 @@ each step costs and when it stops:
 
 1. **Style pass**: the style is averaged over a quarter of the image's tiles at the model's
    training scale, at least 1 and at most :data:`STYLE_TILES` (one batch), spread evenly.
-2. **Refinement steps**: on an image that the network sees in at most :data:`WHOLE_TILES`
-   tiles at the step's diameter, a step is the whole segmentation at that diameter, kept.
-   On a larger one, a step segments the centre window of half the image's height and width
-   (at least one tile and at most ``WINDOW_TILES`` tiles per axis at that scale), and
-   measures the masks that do not touch the window's cut edges, each weighted by the inverse
-   number of window positions that would hold it whole (the Miles-Lantuejoul edge
-   correction: large masks touch a cut more often, and an unweighted median would be too
-   small). The chain stops once the masks measure within :data:`CLOSE` of the step's
-   diameter (Cellpose 3's estimate is this with one step), and otherwise goes on (a size
-   model far off: stained tissue, unseen image types), with the model's training diameter as
-   a second start.
+2. **Refinement steps**: a step is the whole segmentation at its diameter, kept, when the
+   network sees the image in at most :data:`WHOLE_TILES` tiles at that scale and the step
+   may well be the last one (the chain's first step, or the previous step's masks measured
+   within ``2 * CLOSE`` of its diameter). Otherwise it segments the centre window that the
+   network sees as one tile, and measures the masks that do not touch the window's cut
+   edges, each weighted by the inverse number of window positions that would hold it whole
+   (the Miles-Lantuejoul edge correction: large masks touch a cut more often, and an
+   unweighted median would be too small). The chain stops once the masks measure within
+   :data:`CLOSE` of the step's diameter (Cellpose 3's estimate is this with one step), and
+   otherwise goes on (a size model far off: stained tissue, unseen image types), with the
+   model's training diameter as a second start.
 3. **The result**: when the last step was a whole segmentation, it *is* the result (its masks
    agree with the scale they were segmented at within ``CLOSE``, inside the network's
    training scale jitter of +-25 %); otherwise the image is segmented once at the measured
@@ -47,8 +47,6 @@ STYLE_TILES = 8
 CLOSE = 0.2
 #: Refinement steps segment the whole image when the network sees it in at most this many tiles.
 WHOLE_TILES = 4
-#: Otherwise a step segments a centre window of at most this many tiles per axis.
-WINDOW_TILES = 2
 
 
 @dataclasses.dataclass
@@ -56,6 +54,11 @@ class _Steps:
     """What the refinement has segmented: whole-image results by diameter."""
 
     whole: dict = dataclasses.field(default_factory=dict)
+    gap: float | None = None  # |log(measured / used)| of the last step
+
+
+def _gap(measured: float, used: float) -> float:
+    return abs(math.log(measured / used)) if measured > 0 else math.inf
 
 
 def _style_diameter(model, x: np.ndarray, config) -> float:
@@ -78,13 +81,11 @@ def _n_tiles(shape, rescale: float, config) -> int:
 
 
 def _centre_window(shape, rescale: float, bsize: int) -> tuple[slice, slice]:
-    """Centre window of half the image per axis, one to ``WINDOW_TILES`` tiles at ``rescale``."""
-    one = bsize - 16  # run_tiled pads this to exactly one tile
-    most = one + (WINDOW_TILES - 1) * int(0.8 * bsize)
+    """The centre window that the network sees as one tile at ``rescale``."""
+    side = max(16, int((bsize - 16) / rescale))  # run_tiled pads bsize - 16 to one tile
     out = []
     for n in shape:
-        side = int(np.clip(n * rescale / 2, one, most) / rescale)
-        size = min(n, max(16, side))
+        size = min(n, side)
         start = (n - size) // 2
         out.append(slice(start, start + size))
     return tuple(out)
@@ -142,13 +143,17 @@ def estimate_and_segment(model, x: np.ndarray, config):
 
     def measure(d: float) -> float:
         rescale = model.diam_mean / d
-        if _n_tiles(shape, rescale, config) <= WHOLE_TILES:
+        likely_last = steps.gap is None or steps.gap < 2 * CLOSE
+        if likely_last and _n_tiles(shape, rescale, config) <= WHOLE_TILES:
             seg = model._segment_prepared(x, config, d, _Timer())
             steps.whole[d] = seg
+            steps.gap = _gap(diameters(seg.masks)[0], d)
             return diameters(seg.masks)[0]
         window = _centre_window(shape, rescale, config.bsize)
         seg = model._segment_prepared(x[(slice(None), *window)], config, d, _Timer())
-        return _interior_median(seg.masks, window, shape)
+        measured = _interior_median(seg.masks, window, shape)
+        steps.gap = _gap(measured, d)
+        return measured
 
     est = refine_diameter(
         measure, first=first, fallback=model._default_diameter(), close_enough=CLOSE
