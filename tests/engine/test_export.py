@@ -120,6 +120,9 @@ def test_bundled_model_round_trip_gives_the_same_masks(tmp_path):
     theirs = script.masks_from_output(output)
     assert ours.max() > 10
     assert average_precision(ours, theirs, thresholds=(0.5,)).ap[0, 0] >= 0.9
+    np.save(tmp_path / "output.npy", output[None])  # its command line, as another tool runs it
+    assert script.main([str(tmp_path / "output.npy"), str(tmp_path / "masks.npy")]) == 0
+    assert np.array_equal(np.load(tmp_path / "masks.npy"), theirs)
 
 
 def imread_png(data: bytes) -> np.ndarray:

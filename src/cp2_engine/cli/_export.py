@@ -19,8 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="package to write (NAME.zip)")
     parser.add_argument(
         "--sample",
-        help="image for the test tensors and the cover (default: the bundled model's sample "
-        "image in sample_data/, else a synthetic image)",
+        help="image for the test tensors and the cover (default: the bundled model's real "
+        "sample image in sample_data/, else a synthetic image)",
     )
     parser.add_argument(
         "--diameter",
@@ -49,7 +49,9 @@ def _default_sample(model: str) -> Path | None:
         samples = find_samples(default_sample_dir())
     except FileNotFoundError:
         return None
-    return next((img for name, img, _ in samples if model_for_sample(name) == model), None)
+    ours = [(name.startswith("synthetic_"), img) for name, img, _ in samples
+            if model_for_sample(name) == model]  # fmt: skip
+    return min(ours)[1] if ours else None  # a real image before a synthetic one
 
 
 def _diameter_from_masks(sample: Path) -> float | None:

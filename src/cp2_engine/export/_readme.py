@@ -149,12 +149,13 @@ def _usage_section(info: PackageInfo) -> list[str]:
         "every tool runs. Three ways:",
         "",
         "* `cp2_masks.py` (in this package, numpy only): `python cp2_masks.py output.npy "
-        "masks.npy`, or `masks_from_output(output)` in Python. A simplified version of the "
-        "Cellpose/cp2 dynamics (no flow-error check, no hole filling): on cp2's sample image "
-        "it reaches AP@0.5 >= 0.9 against cp2's own masks.",
+        "masks.npy`, or `masks_from_output(output)` in Python. The Cellpose/cp2 dynamics "
+        "(Euler flow following, histogram seeds, flow-error check) without hole filling; cp2's "
+        "tests require AP@0.5 >= 0.9 against cp2's own masks on a sample image.",
         '* cp2: `cp2 segment IMAGE --model THIS.zip` (or `load_segmenter("THIS.zip")`) '
         "does all steps: rescale, normalise, tiles, flows -> masks, exactly as the original.",
-        "* Cellpose: the weights file (`weights.pt`) is a Cellpose 2/3 model file.",
+        "* Cellpose 2/3: `weights.pt` is a Cellpose model file "
+        '(`CellposeModel(pretrained_model="weights.pt")`).',
         "",
     ]
 
