@@ -6,7 +6,7 @@ val, per type; ``cp2_cyto`` on Usiigaci val), the predicted ROIs matched one-to-
 at IoU >= 0.5 are binned by IoU: [0.5, 0.75), [0.75, 0.8), [0.8, 0.9), [0.9, 1]. Images are
 segmented at their annotated median diameter.
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/annotator_keep_iou.py --per-type 3   # ~2 min
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/annotator_keep_iou.py --per-type 2   # ~10 min
 """
 
 from __future__ import annotations

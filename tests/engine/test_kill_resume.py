@@ -228,7 +228,7 @@ def _experiment_cmd(name, out, pretrained, *extra):
 def _rows_without_times(path):
     import json
 
-    rows = json.loads(path.read_text())
+    rows = json.loads(path.read_text())["rows"]
     return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
 
 
@@ -244,34 +244,30 @@ def _pretrained_file(folder):
 def test_cp2_experiment_hitl_vs_offline_resumes_after_kill(tmp_path):
     pretrained = _pretrained_file(tmp_path / "start")
     inputs = sha256_tree(tmp_path / "start")
+    result = "hitl-vs-offline_keep0.75.json"
 
     def cmd(out):
         return _experiment_cmd("hitl-vs-offline", tmp_path / out, pretrained, "--rounds", 2)
 
     ref = run(cmd("ref"))
-    assert sum("training" in ln for ln in ref) == 8
+    assert sum("training" in ln for ln in ref) == 10  # 3 online strategies x 2, 2 offline x 2
     out = tmp_path / "out"
-    # online/pretrained round 2 training (its image accepted: the pending record is used),
-    # then, in the resumed run, offline/pretrained round 2 training
+    # pretrained_online_random round 2 training (its image accepted: the pending record is
+    # used), then, in the resumed run, pretrained_offline N=1 training
     kill_after(cmd("out"), r"^  training", 2)
     assert not temp_files(out)
     lines = kill_after(cmd("out"), r"^  training", 2)
     assert any(ln.startswith("continuing the run") for ln in lines)
     assert not temp_files(out)
     lines = run(cmd("out"))
-    assert sum("training" in ln for ln in lines) < 8  # finished rows were not recomputed
-    for suffix in (".json", ".csv"):
-        assert (out / f"hitl-vs-offline{suffix}").is_file()
-    assert _rows_without_times(out / "hitl-vs-offline.json") == _rows_without_times(
-        tmp_path / "ref" / "hitl-vs-offline.json"
-    )
-    projects = list((out / "projects").iterdir())
-    assert len(projects) == 1  # the resumed runs reused the first run's HITL projects
-    for init in ("pretrained", "scratch"):
-        _assert_same_weights(
-            next((tmp_path / "ref" / "projects").iterdir()) / f"online_{init}/models/round_002",
-            projects[0] / f"online_{init}/models/round_002",
-        )
+    assert sum("training" in ln for ln in lines) < 10  # finished points were not recomputed
+    assert (out / result).is_file() and (out / result.replace(".json", ".csv")).is_file()
+    assert _rows_without_times(out / result) == _rows_without_times(tmp_path / "ref" / result)
+    for strategy in ("pretrained_online_random", "scratch_online"):
+        projects = list((out / "journal" / "work").glob(f"{strategy}-*"))
+        assert len(projects) == 1  # the resumed runs reused the first run's HITL project
+        ref_project = next((tmp_path / "ref" / "journal" / "work").glob(f"{strategy}-*"))
+        _assert_same_weights(ref_project / "models/round_002", projects[0] / "models/round_002")
     assert sha256_tree(tmp_path / "start") == inputs
 
 
@@ -290,10 +286,8 @@ def test_cp2_experiment_learning_curve_resumes_after_kill(tmp_path):
     assert _rows_without_times(tmp_path / "out" / "learning-curve.json") == _rows_without_times(
         tmp_path / "ref" / "learning-curve.json"
     )
-    # other settings in the same folder: refused; --restart runs it again from the first row
-    import subprocess
-
-    from kill_harness import env
-
-    done = subprocess.run(cmd("out", "--seed", 1), capture_output=True, text=True, env=env())
-    assert done.returncode == 2 and "--restart" in done.stderr, done.stderr
+    # other settings in the same folder are other points (keyed by what they depend on): the
+    # finished ones stay, only the new ones train
+    lines = run(cmd("out", "--epochs-offline", 2))
+    assert sum("training" in ln for ln in lines) == 4
+    assert len(list((tmp_path / "out" / "journal").glob("offline-*.json"))) == 8

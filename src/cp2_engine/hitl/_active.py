@@ -54,8 +54,8 @@ FLOW_SCALE = 0.4
 MARGIN = 1.0
 #: The signals, in the order they are reported.
 SIGNALS = ("flow", "boundary", "flips", "style")
-#: Strategies of :meth:`HitlProject.next_image`.
-STRATEGIES = ("order", "active")
+#: Strategies of :meth:`HitlProject.next_image` ("cost": :mod:`cp2_engine.hitl._cost`).
+STRATEGIES = ("order", "active", "cost")
 
 
 @dataclass(frozen=True)
@@ -260,7 +260,9 @@ class ActiveMixin:
 
         ``"order"``: the first image not accepted yet, in project order. ``"active"``: the
         unaccepted image the current model is least sure of (:meth:`rank_next`; this runs the
-        model twice on every unaccepted image). Reading only: no lock is taken.
+        model twice on every unaccepted image). ``"cost"``: the unaccepted image with the most
+        expected accuracy gain per expected human ROI (:meth:`rank_next_by_cost`, also two runs
+        per image). Reading only: no lock is taken.
 
         Examples
         --------
@@ -277,6 +279,8 @@ class ActiveMixin:
         pending = [n for n in self.names if not self.is_accepted(n)]
         if strategy == "order" or len(pending) <= 1:
             return pending[0] if pending else None
+        if strategy == "cost":
+            return self.rank_next_by_cost()[0].name  # CostMixin (_cost.py)
         return self.rank_next()[0].name
 
     def iter_rank_next(self, **kwargs: Any) -> Generator[RankProgress, None, list[ImageScore]]:

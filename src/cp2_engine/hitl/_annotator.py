@@ -20,10 +20,11 @@ It works the way the annotator of the Cellpose 2.0 paper's human-in-the-loop exp
 The human effort of the paper's Fig. 5 is ``n_human = n_drawn + n_fixed``. ``keep_iou=0.5``
 (= ``iou_threshold``) is the lenient annotator that keeps every ROI matched at IoU 0.5, fixes
 nothing and so trains on outlines a person would have corrected. Why 0.75 is the default:
-matched ROIs of the bundled models on real validation images (``benchmarks/annotator_keep_iou.py``,
-numbers in ``docs/hitl.md``) mostly lie above 0.75, and 0.75 is the paper's strict AP threshold;
-an outline below it is off by about 13 % of the radius (2 px on a 30-px cell), which a person
-sees and corrects.
+of the matched outlines of the bundled models on real validation images
+(``benchmarks/annotator_keep_iou.py``, table in ``docs/hitl.md``), 76-97 % of the nuclei and 91 %
+of the large whole cells lie above 0.75, the paper's strict AP threshold; an outline below it is
+off by more than ~13 % of the radius (2 px on a 30-px cell), which a person sees and corrects.
+0.8 would also redraw small objects whose outline is half a pixel off.
 """
 
 from __future__ import annotations

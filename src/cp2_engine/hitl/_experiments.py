@@ -1,24 +1,30 @@
-"""The Cellpose 2.0 paper's experiments, as generators of progress events.
+"""The Cellpose 2.0 paper's experiments (Fig. 3 and Fig. 5), as resumable generators.
 
-``learning-curve``
-    AP@0.5 on a test set against the number of training ROIs, for a pretrained and a scratch
-    starting model, over random training subsets (:func:`cp2_engine.training.training_subsets`),
-    each trained in offline mode.
-``hitl-vs-offline``
-    The four strategies {online, offline} × {pretrained, scratch} on the same sequence of
-    training images (paper Fig. 5). *Online* is human-in-the-loop: the current model segments the
-    next image, the :class:`~cp2_engine.hitl.SimulatedAnnotator` corrects it (drawing only the
-    ROIs the model missed or got wrong), and the starting model is fine-tuned on all corrected
-    images so far (online mode, in a :class:`~cp2_engine.hitl.HitlProject`). *Offline* is
-    annotation without model help: the annotator draws every ROI of the image, and the starting
-    model is trained on all images so far in offline mode. Each round reports the ROIs the human
-    drew and the test AP of the new model.
+``learning-curve`` (Fig. 3)
+    Offline training on random subsets of the pool (sizes ``subset_sizes``, ``n_seeds`` subsets
+    per size up to 4 images, ``n_seeds_large`` above), from the pretrained model and from
+    scratch; test AP@0.5 and AP@0.75 against the number of training ROIs. Subset 0 of each
+    whole-image size is the first N images of the pool's order, so these points are also the
+    offline strategies of ``hitl-vs-offline`` (computed once when both run on one journal).
+``hitl-vs-offline`` (Fig. 5)
+    Five strategies on the same pool order and seeds: ``pretrained_online_random`` (HITL: the
+    current model segments the next image of the order, the
+    :class:`~cp2_engine.hitl.SimulatedAnnotator` corrects it, the starting model is fine-tuned
+    in online mode on all corrected images so far), ``pretrained_online_active`` (the same over
+    the whole pool, the next image picked by expected accuracy gain per expected human ROI:
+    :mod:`cp2_engine.hitl._cost`), ``scratch_online`` (HITL from random weights),
+    ``pretrained_offline`` and ``scratch_offline`` (every ROI of the first N images drawn by
+    hand, offline training, for each N of ``offline_n``). Human ROIs = drawn + fixed
+    (cumulative). Round 0 of an online strategy is its starting model.
 
-Every experiment is a generator: it yields :class:`Progress` and :class:`Row` events (and passes
-through the :class:`cp2_engine.training.TrainEvent` s of every training run) and returns
-the list of result rows (dicts), which :func:`write_results` saves as CSV, JSON and a PNG plot.
-Given a ``journal`` folder, each finished row is saved there (``_journal.py``) and a run killed
-mid-way continues from its finished rows (and, online, from its last finished round).
+Training follows the paper: online 100 epochs, offline 300 epochs, batch 8, 224-px crops,
+learning rate 0.1 from a pretrained model and 0.2 from scratch, at least 8 images per epoch
+(resampled), weight decay 1e-4. Every finished point (an offline training, an online round, a
+starting model's AP) is one file of the journal folder, keyed by a digest of everything it
+depends on (data, starting model, settings, annotator), so a killed run continues with the same
+call, points are shared between the experiments and between runs, and ``report_only`` collects
+the finished points without training. Online strategies are HITL projects in ``workdir`` (an
+interrupted round resumes from its last training checkpoint).
 """
 
 from __future__ import annotations
@@ -26,113 +32,49 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cp2_engine.hitl._annotator import SimulatedAnnotator
-from cp2_engine.hitl._journal import RowJournal, finished_model, online_round, open_project
+from cp2_engine.hitl._annotator import KEEP_IOU, SimulatedAnnotator
+from cp2_engine.hitl._experiment_data import ExperimentData, synthetic_data
+from cp2_engine.hitl._journal import (
+    RowJournal,
+    digest_data,
+    digest_start,
+    finished_model,
+    online_round,
+    point_key,
+)
 from cp2_engine.util import drain
 
 logger = logging.getLogger(__name__)
-_NO_JOURNAL = RowJournal(None)
 
 __all__ = [
-    "ExperimentData",
+    "HITL_STRATEGIES",
     "ExperimentSettings",
     "Progress",
     "Row",
-    "folder_data",
     "iter_hitl_vs_offline",
     "iter_learning_curve",
     "pretrain_synthetic",
-    "synthetic_data",
 ]
 
-
-# ----------------------------------------------------------------------------- data and settings
-@dataclass(frozen=True)
-class ExperimentData:
-    """Training and test images with labels, and the objects' typical diameter (pixels)."""
-
-    train_images: list
-    train_labels: list
-    test_images: list
-    test_labels: list
-    diameter: float
-    source: str
-
-
-def synthetic_data(
-    *,
-    n_train: int = 8,
-    n_test: int = 4,
-    shape: tuple[int, int] = (128, 128),
-    diameter: float = 24.0,
-    style: str = "phase",
-    seed: int = 0,
-) -> ExperimentData:
-    """Synthetic touching cells from :func:`cp2_engine.synthetic.touching_cells`.
-
-    Examples
-    --------
-    >>> d = synthetic_data(n_train=2, n_test=1, shape=(64, 64))
-    >>> len(d.train_images), d.test_labels[0].shape
-    (2, (64, 64))
-    """
-    from cp2_engine.synthetic import touching_cells
-
-    made = [
-        touching_cells(shape, diameter=diameter, seed=seed * 1000 + i, style=style)
-        for i in range(n_train + n_test)
-    ]
-    return ExperimentData(
-        train_images=[m.image for m in made[:n_train]],
-        train_labels=[m.labels for m in made[:n_train]],
-        test_images=[m.image for m in made[n_train:]],
-        test_labels=[m.labels for m in made[n_train:]],
-        diameter=float(diameter),
-        source=f"synthetic:{style}",
-    )
-
-
-def folder_data(
-    folder: str | os.PathLike, *, n_train: int | None = None, n_test: int = 4, seed: int = 0
-) -> ExperimentData:
-    """Image/label pairs of a folder, split at random (seeded) into train and test sets.
-
-    The diameter is the median over images of their median ROI diameter.
-    """
-    from cp2_engine.metrics import diameters
-    from cp2_engine.training import load_folder
-
-    data = load_folder(folder)
-    if len(data) < 2:
-        raise ValueError(f"{folder} needs at least 2 labelled images, found {len(data)}")
-    n_test = min(n_test, len(data) - 1)
-    order = np.random.default_rng(seed).permutation(len(data))
-    test, train = order[:n_test], order[n_test:]
-    if n_train is not None:
-        train = train[:n_train]
-    diam = float(np.median([diameters(data.labels[i])[0] for i in train]))
-    return ExperimentData(
-        train_images=[data.images[i] for i in train],
-        train_labels=[data.labels[i] for i in train],
-        test_images=[data.images[i] for i in test],
-        test_labels=[data.labels[i] for i in test],
-        diameter=diam,
-        source=str(folder),
-    )
+#: The strategies of ``hitl-vs-offline``, in run order (the comparisons the claim rests on first).
+HITL_STRATEGIES = ("pretrained_online_random", "pretrained_offline", "scratch_offline",
+                   "pretrained_online_active", "scratch_online")  # fmt: skip
+_JOURNAL_FORMAT = "cp2-experiment-points-1"
 
 
 @dataclass(frozen=True)
 class ExperimentSettings:
-    """Sizes of an experiment run. :meth:`quick` fits 2 CPU cores; the defaults are the paper's.
+    """Sizes of an experiment run. The defaults are the paper's; :meth:`quick` is a smoke run.
 
     Parameters
     ----------
@@ -141,13 +83,20 @@ class ExperimentSettings:
     bsize, batch_size, min_images_per_epoch : int
         Training crop size, batch size and images per epoch (224, 8, 8).
     n_rounds : int
-        Images annotated in ``hitl-vs-offline`` (one per round).
-    subset_sizes : tuple of float or None
-        Training-subset sizes of the learning curve (None = 0.25, 0.5, 1, 2, 4, ...).
-    n_seeds : int
-        Random subsets per size.
+        Online rounds (one image each) of ``hitl-vs-offline`` (10).
+    subset_sizes : tuple of float
+        Learning-curve subset sizes in images (1, 2, 4, 8, 16; 0.25 / 0.5 = a crop of one).
+    n_seeds, n_seeds_large : int
+        Random subsets per size up to 4 images (3) and above (1).
+    offline_n : tuple of int
+        Training-set sizes of the offline strategies of ``hitl-vs-offline`` (1, 2, 4, 8, 16).
+    keep_iou : float
+        The simulated annotator's keep threshold (:data:`~cp2_engine.hitl.KEEP_IOU`; 0.5 = the
+        lenient annotator).
+    strategies : tuple of str
+        Which of :data:`HITL_STRATEGIES` to run.
     pretrain_epochs : int
-        Epochs of the synthetic pre-training used when no pretrained model is given.
+        Epochs of the synthetic stand-in pretrained model (when no model is given).
     device : str
         Torch device.
     seed : int
@@ -159,64 +108,71 @@ class ExperimentSettings:
     bsize: int = 224
     batch_size: int = 8
     min_images_per_epoch: int = 8
-    n_rounds: int = 8
-    subset_sizes: tuple | None = None
-    n_seeds: int = 5
+    n_rounds: int = 10
+    subset_sizes: tuple = (1, 2, 4, 8, 16)
+    n_seeds: int = 3
+    n_seeds_large: int = 1
+    offline_n: tuple = (1, 2, 4, 8, 16)
+    keep_iou: float = KEEP_IOU
+    strategies: tuple = HITL_STRATEGIES
     pretrain_epochs: int = 300
     device: str = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
         names = ("n_epochs_online", "n_epochs_offline", "bsize", "batch_size",
-                 "min_images_per_epoch", "n_rounds", "n_seeds", "pretrain_epochs")  # fmt: skip
+                 "min_images_per_epoch", "n_rounds", "n_seeds", "n_seeds_large",
+                 "pretrain_epochs")  # fmt: skip
         for name in names:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        unknown = set(self.strategies) - set(HITL_STRATEGIES)
+        if unknown or not self.strategies:
+            raise ValueError(f"strategies must be some of {HITL_STRATEGIES}, got {unknown}")
+        if any(n < 1 or n != int(n) for n in self.offline_n):
+            raise ValueError(f"offline_n must be whole numbers >= 1, got {self.offline_n}")
+        keep = SimulatedAnnotator(keep_iou=self.keep_iou).keep_iou  # checked; None -> 0.5
+        object.__setattr__(self, "keep_iou", float(keep))
+        object.__setattr__(self, "subset_sizes", tuple(self.subset_sizes))
+        object.__setattr__(self, "offline_n", tuple(int(n) for n in self.offline_n))
+        object.__setattr__(self, "strategies", tuple(self.strategies))
 
     @classmethod
     def quick(cls, **overrides: Any) -> ExperimentSettings:
-        """Small settings that finish in minutes on 2 CPU cores.
+        """Small settings for a smoke run on 2 CPU cores (minutes).
 
         Examples
         --------
         >>> ExperimentSettings.quick(n_rounds=1).n_rounds
         1
         """
-        base = {
-            "n_epochs_online": 4,
-            "n_epochs_offline": 6,
-            "bsize": 64,
-            "batch_size": 4,
-            "min_images_per_epoch": 4,
-            "n_rounds": 2,
-            "subset_sizes": (0.5, 1, 2),
-            "n_seeds": 1,
-            "pretrain_epochs": 8,
-            "device": "cpu",
-        }
+        base = {"n_epochs_online": 4, "n_epochs_offline": 6, "bsize": 64, "batch_size": 4,
+                "min_images_per_epoch": 4, "n_rounds": 2, "subset_sizes": (1, 2),
+                "n_seeds": 2, "offline_n": (1, 2), "pretrain_epochs": 8,
+                "device": "cpu"}  # fmt: skip
         return cls(**{**base, **overrides})
 
     def train_config(self, mode: str):
-        """The TrainConfig of an online or offline training run."""
+        """The TrainConfig of an online or offline training run (learning rate: the default,
+        0.1 from a pretrained model and 0.2 from scratch).
+
+        Examples
+        --------
+        >>> ExperimentSettings().train_config("offline").n_epochs
+        300
+        """
         from cp2_engine.training import TrainConfig
 
         epochs = self.n_epochs_online if mode == "online" else self.n_epochs_offline
-        return TrainConfig(
-            mode=mode,
-            n_epochs=epochs,
-            bsize=self.bsize,
-            batch_size=self.batch_size,
-            min_images_per_epoch=self.min_images_per_epoch,
-            warmup_epochs=min(10, epochs // 2),
-            min_train_masks=1,
-            save_every=max(1, epochs),
-            seed=self.seed,
-            device=self.device,
-        )
+        return TrainConfig(mode=mode, n_epochs=epochs, bsize=self.bsize,
+                           batch_size=self.batch_size,
+                           min_images_per_epoch=self.min_images_per_epoch,
+                           warmup_epochs=min(10, epochs // 2), min_train_masks=1,
+                           save_every=max(1, min(10, epochs)), seed=self.seed,
+                           device=self.device)  # fmt: skip
 
 
-# ----------------------------------------------------------------------------- events
 @dataclass(frozen=True)
 class Progress:
     """A step of an experiment: ``done`` of ``total`` units, with a human-readable message."""
@@ -235,40 +191,276 @@ class Row:
     values: dict
 
 
-# ----------------------------------------------------------------------------- helpers
-def _drain(gen: Generator) -> Any:
-    """Run a generator to the end and return its return value."""
-    return drain(gen)
-
-
-def _n_rois(labels: Sequence[np.ndarray]) -> int:
+def _n_rois(labels) -> int:
     return int(sum(len(np.unique(lab[lab > 0])) for lab in labels))
 
 
-def _test_ap(model, data: ExperimentData) -> float:
-    """Mean AP at IoU 0.5 of ``model`` on the test set."""
-    from cp2_engine.metrics import average_precision
+class _Runner:
+    """What the points of a run share: data, starting models, journal, work folder."""
 
-    preds = [model.segment(img, diameter=data.diameter).masks for img in data.test_images]
-    return float(average_precision(data.test_labels, preds, thresholds=(0.5,)).mean_ap[0])
+    def __init__(self, data: ExperimentData, pretrained, settings, journal, workdir, report_only):
+        self.data, self.settings, self.report_only = data, settings, report_only
+        self.journal, self.workdir = journal, Path(workdir)
+        self.spec = {"pretrained": str(pretrained), "scratch": "scratch"}
+        self.data_fp = digest_data(data)
+        self.start_fp = {"pretrained": digest_start(pretrained), "scratch": "scratch"}
+        self.names = data.names()
+
+    def evaluate(self, model) -> tuple[float, float]:
+        """Mean AP@0.5 and AP@0.75 of ``model`` on the test images."""
+        from cp2_engine.metrics import average_precision
+
+        d = self.data
+        preds = [model.segment(img, diameter=d.diameter).masks for img in d.test_images]
+        ap = average_precision(d.test_labels, preds, thresholds=(0.5, 0.75)).mean_ap
+        return round(float(ap[0]), 4), round(float(ap[1]), 4)
+
+    def start_aps(self, init: str) -> tuple[float, float] | None:
+        """Test APs of a starting model (journalled), or None in report-only mode."""
+        from cp2_engine.inference import Model
+
+        key = f"start-{init}-{point_key(self.data_fp, self.start_fp[init], self.settings.seed)}"
+        if (row := self.journal.get(key)) is not None:
+            return row["ap50"], row["ap75"]
+        if self.report_only:
+            return None
+        dev, seed = self.settings.device, self.settings.seed
+        model = (Model.random(seed=seed, device=dev) if init == "scratch"
+                 else Model.load(self.spec[init], device=dev))  # fmt: skip
+        ap50, ap75 = self.evaluate(model)
+        self.journal.put(key, {"init": init, "ap50": ap50, "ap75": ap75})
+        return ap50, ap75
+
+    def offline_point(self, init: str, subset) -> Generator[Any, None, dict | None]:
+        """Offline training on ``subset`` of the pool (journalled); None when not done and
+        ``report_only``. Yields the training events."""
+        from cp2_engine.inference import Model
+        from cp2_engine.training import iter_train_resumable, take_subset
+
+        cfg = self.settings.train_config("offline")
+        key = point_key(self.data_fp, self.start_fp[init], repr(cfg), subset.indices,
+                        subset.region)  # fmt: skip
+        key = f"offline-{init}-{key}"
+        if (row := self.journal.get(key)) is not None or self.report_only:
+            return row
+        images, labels = take_subset(self.data.train_images, self.data.train_labels, subset)
+        save = self.workdir / "offline" / key / "model"
+        t0 = time.perf_counter()
+        result = yield from iter_train_resumable(self.spec[init], images, labels, config=cfg,
+                                                 save_path=save, fingerprint=key)  # fmt: skip
+        seconds = time.perf_counter() - t0
+        ap50, ap75 = self.evaluate(Model.from_net(result.net, name=key))
+        row = {"init": init, "n_images": len(images), "n_rois": _n_rois(labels),
+               "images": [self.names[i] for i in subset.indices],
+               "region": list(subset.region), "ap50": ap50, "ap75": ap75,
+               "train_seconds": round(seconds, 1)}  # fmt: skip
+        self.journal.put(key, row)
+        shutil.rmtree(save.parent, ignore_errors=True)  # the row is the result
+        return row
+
+    def project(self, tag: str, init: str, n_pool: int):
+        """The HITL project of an online strategy (resumed when its folder holds one)."""
+        from cp2_engine.hitl._project import HitlProject
+
+        folder = self.workdir / tag
+        if (folder / "project.json").is_file():
+            return HitlProject.open(folder, device=self.settings.device)
+        d = self.data
+        return HitlProject.create(
+            folder, images=d.train_images[:n_pool], ground_truth=d.train_labels[:n_pool],
+            names=self.names[:n_pool], initial_model=self.spec[init],
+            train_config=self.settings.train_config("online"), diameter=d.diameter,
+            device=self.settings.device,
+        )  # fmt: skip
+
+    def online_rows(self, strategy: str) -> Generator[Any, None, None]:
+        """Rows of one online strategy (round 0 = the starting model), training what is missing.
+
+        Long function: one loop that resumes, journals and yields every round in order.
+        """
+        s, init = self.settings, strategy.split("_")[0]
+        active = strategy.endswith("active")
+        n_pool = len(self.data.train_images) if active else s.n_rounds
+        fp = point_key(self.data_fp, self.start_fp[init], repr(s.train_config("online")),
+                       s.keep_iou, n_pool, strategy)  # fmt: skip
+        tag = f"{strategy}-keep{s.keep_iou:g}-{fp}"
+        base = {"experiment": "hitl-vs-offline", "strategy": strategy, "keep_iou": s.keep_iou}
+        start = self.start_aps(init)
+        if start is None:
+            return
+        zero = dict.fromkeys(("n_images", "drawn", "fixed", "human_rois"), 0)
+        yield {**base, "step": 0, **zero, "image": None, "ap50": start[0], "ap75": start[1],
+               "train_seconds": 0.0}  # fmt: skip
+        annotator, project, human = SimulatedAnnotator(keep_iou=s.keep_iou), None, 0
+        for step in range(1, s.n_rounds + 1):
+            key = f"{tag}-r{step:03d}"
+            if (row := self.journal.get(key)) is not None:
+                human = row["human_rois"]
+                yield row
+                continue
+            if self.report_only:
+                return
+            yield Progress("hitl-vs-offline", step - 1, s.n_rounds, f"{strategy} round {step}")
+            project = project or self.project(tag, init, n_pool)
+            name, drawn, fixed, seconds, model = yield from online_round(
+                project, step, annotator, self.journal, key, self._chooser(active)
+            )
+            human += drawn + fixed
+            ap50, ap75 = self.evaluate(model)
+            row = {**base, "step": step, "n_images": step, "image": name, "drawn": drawn,
+                   "fixed": fixed, "human_rois": human, "ap50": ap50, "ap75": ap75,
+                   "train_seconds": round(float(seconds), 1)}  # fmt: skip
+            self.journal.put(key, row)
+            yield row
+
+    def _chooser(self, active: bool):
+        if not active:
+            return lambda project: project.next_image("order")
+        keep = self.settings.keep_iou
+        return lambda project: project.rank_next_by_cost(keep_iou=keep)[0].name
 
 
-def _train(start, images, labels, config):
-    """Train (yielding the training events) and return a Model wrapping the new net."""
-    from cp2_engine.inference import Model
-    from cp2_engine.training import iter_train
-
-    result = yield from iter_train(start, images, labels, config=config)
-    return Model.from_net(result.net, name="trained")
+def _open(data, pretrained, settings, journal, workdir, restart, report_only, tmp):
+    journal_obj = RowJournal(journal, restart=restart, fingerprint=_JOURNAL_FORMAT)
+    if workdir is None:
+        workdir = Path(journal) / "work" if journal is not None else Path(tmp)
+    return _Runner(data, pretrained, settings, journal_obj, workdir, report_only)
 
 
-def _starting_model(init: str, pretrained: str | os.PathLike | None, settings):
-    """The ``(model for predictions, spec for training)`` of a starting point."""
-    from cp2_engine.inference import Model
+def _subsets(n: int, settings: ExperimentSettings) -> list:
+    """The learning curve's subsets; subset 0 of a whole-image size N = the first N images."""
+    from cp2_engine.training import Subset, training_subsets
 
-    if init == "scratch":
-        return Model.random(seed=settings.seed, device=settings.device), "scratch"
-    return Model.load(pretrained, device=settings.device), str(pretrained)
+    out = []
+    for size in settings.subset_sizes:
+        if size >= 1 and size > n:
+            continue
+        k = settings.n_seeds if size <= 4 else settings.n_seeds_large
+        subs = training_subsets(n, sizes=(size,), n_seeds=k, seed=settings.seed)
+        if size >= 1:
+            subs[0] = Subset(size=size, seed=0, indices=tuple(range(int(size))))
+        out += subs
+    return out
+
+
+def iter_learning_curve(
+    data: ExperimentData,
+    *,
+    pretrained: str | os.PathLike,
+    settings: ExperimentSettings | None = None,
+    journal: str | os.PathLike | None = None,
+    workdir: str | os.PathLike | None = None,
+    restart: bool = False,
+    report_only: bool = False,
+) -> Generator[Any, None, list[dict]]:
+    """Test AP against training ROIs, pretrained vs scratch, over random subsets (Fig. 3).
+
+    Parameters
+    ----------
+    data : ExperimentData
+        The pool (in order) and the test images.
+    pretrained : path or model name
+        The pretrained starting model (e.g. a generalist that never saw this category).
+    settings : ExperimentSettings, optional
+        Sizes (default: the paper's).
+    journal : path, optional
+        Folder of finished points (see the module docstring); run again after a kill, the
+        same call trains only what is missing. ``restart=True`` discards it first.
+    workdir : path, optional
+        Training checkpoints (default ``<journal>/work``, else a temporary folder).
+    report_only : bool
+        Train nothing: return the rows of the finished points only.
+
+    Yields
+    ------
+    Progress, Row, or the training events
+
+    Returns
+    -------
+    list of dict
+        One row per (init, subset): ``experiment, init, size, seed, n_images, n_rois, images,
+        region, ap50, ap75, train_seconds``.
+    """
+    settings = settings or ExperimentSettings()
+    subsets = _subsets(len(data.train_images), settings)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        run = _open(data, pretrained, settings, journal, workdir, restart, report_only, tmp)
+        total = 2 * len(subsets)
+        for init in ("pretrained", "scratch"):
+            for sub in subsets:
+                msg = f"{init}: {sub.size} image(s), subset {sub.seed}"
+                yield Progress("learning-curve", len(rows), total, msg)
+                point = yield from run.offline_point(init, sub)
+                if point is None:
+                    continue
+                row = {"experiment": "learning-curve", "size": sub.size, "seed": sub.seed,
+                       **point}  # fmt: skip
+                rows.append(row)
+                yield Row("learning-curve", row)
+    yield Progress("learning-curve", total, total, "done")
+    return rows
+
+
+def iter_hitl_vs_offline(
+    data: ExperimentData,
+    *,
+    pretrained: str | os.PathLike,
+    settings: ExperimentSettings | None = None,
+    journal: str | os.PathLike | None = None,
+    workdir: str | os.PathLike | None = None,
+    restart: bool = False,
+    report_only: bool = False,
+) -> Generator[Any, None, list[dict]]:
+    """The five strategies of the paper's Fig. 5 on one pool order (module docstring).
+
+    Parameters are those of :func:`iter_learning_curve`; ``settings.keep_iou`` is the
+    annotator, ``settings.strategies`` which strategies run.
+
+    Returns
+    -------
+    list of dict
+        One row per (strategy, step): ``experiment, strategy, keep_iou, step, n_images,
+        drawn, fixed, human_rois, ap50, ap75, train_seconds`` (online rows also ``image``,
+        offline rows ``images``). ``step`` is the round (online) or N (offline).
+    """
+    settings = settings or ExperimentSettings()
+    n = len(data.train_images)
+    if settings.n_rounds > n or max(settings.offline_n) > n:
+        raise ValueError(f"n_rounds={settings.n_rounds} and offline_n={settings.offline_n} "
+                         f"need as many pool images, got {n}")  # fmt: skip
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        run = _open(data, pretrained, settings, journal, workdir, restart, report_only, tmp)
+        for strategy in (s for s in HITL_STRATEGIES if s in settings.strategies):
+            if strategy.endswith("_offline"):
+                items = _offline_rows(run, strategy, settings)
+            else:
+                items = run.online_rows(strategy)
+            for item in items:
+                if isinstance(item, dict):
+                    rows.append(item)
+                    yield Row("hitl-vs-offline", item)
+                else:
+                    yield item  # progress and training events
+    yield Progress("hitl-vs-offline", 1, 1, "done")
+    return rows
+
+
+def _offline_rows(run: _Runner, strategy: str, settings: ExperimentSettings):
+    from cp2_engine.training import Subset
+
+    init = strategy.split("_")[0]
+    for n in settings.offline_n:
+        yield Progress("hitl-vs-offline", 0, 1, f"{strategy} N={n}")
+        sub = Subset(size=n, seed=0, indices=tuple(range(n)))
+        point = yield from run.offline_point(init, sub)
+        if point is None:
+            continue
+        yield {"experiment": "hitl-vs-offline", "strategy": strategy, "keep_iou": None,
+               "step": n, "n_images": n, "drawn": point["n_rois"], "fixed": 0,
+               "human_rois": point["n_rois"], "ap50": point["ap50"], "ap75": point["ap75"],
+               "train_seconds": point["train_seconds"], "images": point["images"]}  # fmt: skip
 
 
 def pretrain_synthetic(
@@ -283,6 +475,7 @@ def pretrain_synthetic(
     >>> p = pretrain_synthetic("/tmp/m", settings=ExperimentSettings.quick())  # doctest: +SKIP
     """
     from cp2_engine.network import save_model
+    from cp2_engine.training import iter_train
 
     recipe = f"{style}|{settings.pretrain_epochs}|{settings.train_config('offline')!r}"
     path = Path(path)
@@ -292,205 +485,8 @@ def pretrain_synthetic(
     config = dataclasses.replace(
         settings.train_config("offline"), n_epochs=settings.pretrain_epochs, save_every=10**6
     )
-    model = _drain(_train("scratch", data.train_images, data.train_labels, config))
+    result = drain(iter_train("scratch", data.train_images, data.train_labels, config=config))
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_model(model.net, path, metadata={"pretrained_on": data.source, "pretrain_recipe": recipe})
+    save_model(result.net, path, metadata={"pretrained_on": data.source,
+                                           "pretrain_recipe": recipe})  # fmt: skip
     return path
-
-
-# ----------------------------------------------------------------------------- learning curve
-def iter_learning_curve(
-    data: ExperimentData,
-    *,
-    pretrained: str | os.PathLike,
-    settings: ExperimentSettings | None = None,
-    journal: str | os.PathLike | None = None,
-    restart: bool = False,
-) -> Generator[Progress | Row, None, list[dict]]:
-    """AP against the number of training ROIs, pretrained vs scratch, over random subsets.
-
-    Parameters
-    ----------
-    data : ExperimentData
-        Training pool and test set.
-    pretrained : path or model name
-        The pretrained starting model.
-    settings : ExperimentSettings, optional
-        Sizes (default: the paper's).
-    journal : path, optional
-        Folder where each finished row is saved: run again after a crash, the same call replays
-        those rows and trains only the others. ``restart=True`` discards them first.
-
-    Yields
-    ------
-    Progress or Row
-
-    Returns
-    -------
-    list of dict
-        One row per (init, subset): ``init, size, seed, n_images, n_rois, ap50, train_seconds``.
-    """
-    from cp2_engine.training import take_subset, training_subsets
-
-    settings = settings or ExperimentSettings()
-    n = len(data.train_images)
-    sizes = [s for s in (settings.subset_sizes or []) if s < 1 or s <= n] or None
-    subsets = training_subsets(n, sizes=sizes, n_seeds=settings.n_seeds, seed=settings.seed)
-    total, rows = 2 * len(subsets), []
-    config = settings.train_config("offline")
-    fp = RowJournal.fingerprint("learning-curve", data, settings, pretrained)
-    journal = RowJournal(journal, restart=restart, fingerprint=fp)
-    for init in ("pretrained", "scratch"):
-        start = "scratch" if init == "scratch" else str(pretrained)
-        for sub in subsets:
-            if (row := journal.get(f"row_{len(rows):04d}")) is not None:
-                rows.append(row)
-                yield Row("learning-curve", row)  # finished before an interruption
-                continue
-            yield Progress("learning-curve", len(rows), total, f"{init}: {sub.size} images")
-            images, labels = take_subset(data.train_images, data.train_labels, sub)
-            t0 = time.perf_counter()
-            model = yield from _train(start, images, labels, config)
-            seconds = time.perf_counter() - t0
-            row = {
-                "init": init,
-                "size": sub.size,
-                "seed": sub.seed,
-                "n_images": len(images),
-                "n_rois": _n_rois(labels),
-                "ap50": _test_ap(model, data),
-                "train_seconds": round(seconds, 2),
-            }
-            journal.put(f"row_{len(rows):04d}", row)
-            rows.append(row)
-            yield Row("learning-curve", row)
-    yield Progress("learning-curve", total, total, "done")
-    return rows
-
-
-# ----------------------------------------------------------------------------- HITL vs offline
-def _online_rounds(data, init, spec, settings, workdir: Path, journal=_NO_JOURNAL):
-    """Online strategy: predict, correct with the simulated annotator, fine-tune, repeat."""
-    project = open_project(
-        workdir / f"online_{init}",
-        journal,
-        images=data.train_images[: settings.n_rounds],
-        ground_truth=data.train_labels[: settings.n_rounds],
-        initial_model=spec,
-        train_config=settings.train_config("online"),
-        diameter=data.diameter,
-        device=settings.device,
-    )
-    annotator, drawn_total = SimulatedAnnotator(), 0
-    for round_no in range(1, settings.n_rounds + 1):
-        key = f"online-{init}-r{round_no:03d}"
-        if (row := journal.get(key)) is not None:
-            drawn_total = row["drawn_total"]
-            yield row  # finished before an interruption
-            continue
-        drawn, seconds, model = yield from online_round(
-            project, round_no, annotator, journal, key, lambda p: p.next_image()
-        )
-        drawn_total += drawn
-        yield round_no, drawn, drawn_total, seconds, model
-
-
-def _offline_rounds(data, init, spec, settings, journal=_NO_JOURNAL):
-    """Offline strategy: the annotator draws every ROI; train offline on all images so far."""
-    annotator, drawn_total = SimulatedAnnotator(), 0
-    config = settings.train_config("offline")
-    for round_no in range(1, settings.n_rounds + 1):
-        truth = data.train_labels[round_no - 1]
-        correction = annotator.correct(truth, np.zeros_like(truth))
-        drawn_total += correction.n_drawn
-        if (row := journal.get(f"offline-{init}-r{round_no:03d}")) is not None:
-            yield row  # finished before an interruption
-            continue
-        t0 = time.perf_counter()
-        images, labels = data.train_images[:round_no], data.train_labels[:round_no]
-        model = yield from _train(spec, images, labels, config)
-        yield round_no, correction.n_drawn, drawn_total, time.perf_counter() - t0, model
-
-
-def iter_hitl_vs_offline(
-    data: ExperimentData,
-    *,
-    pretrained: str | os.PathLike,
-    settings: ExperimentSettings | None = None,
-    workdir: str | os.PathLike | None = None,
-    journal: str | os.PathLike | None = None,
-    restart: bool = False,
-) -> Generator[Progress | Row, None, list[dict]]:
-    """The four strategies {online, offline} × {pretrained, scratch} (paper Fig. 5).
-
-    Parameters
-    ----------
-    data : ExperimentData
-        Images annotated in order (one per round) and the test set.
-    pretrained : path or model name
-        The pretrained starting model.
-    settings : ExperimentSettings, optional
-        Sizes (default: the paper's).
-    workdir : path, optional
-        Where the online strategies' HITL projects go (default: ``<journal>/projects``, else a
-        temporary folder). A ``journal`` of an interrupted run uses the folder that run used.
-    journal, restart : path, bool, optional
-        As for :func:`iter_learning_curve`; an online strategy resumes at its last finished
-        round (its HITL project in ``workdir``).
-
-    Returns
-    -------
-    list of dict
-        One row per (strategy, round), round 0 being the starting model: ``mode, init, round,
-        n_images, drawn, drawn_total, ap50, train_seconds``.
-    """
-    settings = settings or ExperimentSettings()
-    if settings.n_rounds > len(data.train_images):
-        raise ValueError(
-            f"n_rounds={settings.n_rounds} needs as many training images, "
-            f"got {len(data.train_images)}"
-        )
-    with tempfile.TemporaryDirectory() as tmp:
-        if workdir is None:
-            workdir = Path(journal) / "projects" if journal is not None else Path(tmp)
-        fp = RowJournal.fingerprint("hitl-vs-offline", data, settings, pretrained)
-        journal = RowJournal(journal, restart=restart, workdir=workdir, fingerprint=fp)
-        return (yield from _run_strategies(data, pretrained, settings, journal.workdir, journal))
-
-
-def _run_strategies(data, pretrained, settings, workdir: Path, journal=_NO_JOURNAL):
-    rows: list[dict] = []
-    total = 4 * settings.n_rounds
-    for init in ("pretrained", "scratch"):
-        start_model, spec = _starting_model(init, pretrained, settings)
-        start_ap = _test_ap(start_model, data)
-        for mode in ("online", "offline"):
-            base = {"mode": mode, "init": init}
-            row = {**base, "round": 0, "n_images": 0, "drawn": 0, "drawn_total": 0,
-                   "ap50": start_ap, "train_seconds": 0.0}  # fmt: skip
-            rows.append(row)
-            yield Row("hitl-vs-offline", row)
-            rounds = (
-                _online_rounds(data, init, spec, settings, workdir, journal)
-                if mode == "online"
-                else _offline_rounds(data, init, spec, settings, journal)
-            )
-            for item in rounds:
-                if isinstance(item, dict):  # a row journalled before an interruption
-                    rows.append(item)
-                    yield Row("hitl-vs-offline", item)
-                    continue
-                if not isinstance(item, tuple):
-                    yield item  # a training event
-                    continue
-                round_no, drawn, drawn_total, seconds, model = item
-                done = sum(r["round"] > 0 for r in rows)
-                yield Progress("hitl-vs-offline", done, total, f"{mode}/{init} round {round_no}")
-                row = {**base, "round": round_no, "n_images": round_no, "drawn": drawn,
-                       "drawn_total": drawn_total, "ap50": _test_ap(model, data),
-                       "train_seconds": round(float(seconds), 2)}  # fmt: skip
-                journal.put(f"{mode}-{init}-r{round_no:03d}", row)
-                rows.append(row)
-                yield Row("hitl-vs-offline", row)
-    yield Progress("hitl-vs-offline", total, total, "done")
-    return rows

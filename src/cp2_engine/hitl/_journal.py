@@ -1,17 +1,17 @@
-"""The row journal of an experiment: finished result rows on disk, so a killed run resumes.
+"""The journal of the experiments: finished points on disk, so a killed run resumes.
 
-A journal is a folder (``cp2 experiment`` uses ``<out>/<experiment>.journal/``) holding
+A journal is a folder (``cp2 experiment`` uses ``<out>/journal/``) holding
 
 ``run.json``
-    The fingerprint of the run (experiment, settings, data, pretrained model) and the folder of
-    its HITL projects.
+    The journal's format (``RowJournal`` refuses a folder of another format unless
+    ``restart``).
 ``<key>.json``
-    One finished row each, written atomically when the row is done. ``*.pending.json`` files
-    hold what an online round decided before it accepted its image (the image and the ROIs the
-    annotator drew), so a round killed after the accept is finished without redoing it.
-
-Run again with the same settings, the experiment replays the journalled rows instead of
-recomputing them; a journal of other settings raises ValueError unless ``restart`` is given.
+    One finished point each (an offline training, an online round, a starting model's AP),
+    written atomically when it is done; the experiments put a digest of what the point depends
+    on into its key (:func:`point_key`), so points of other settings never collide and are
+    shared between experiments. ``*.pending.json`` files hold what an online round decided
+    before it accepted its image (the image and the ROIs the annotator drew and fixed), so a
+    round killed after the accept is finished without redoing it.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -41,26 +40,8 @@ def _digest_arrays(digest, arrays) -> None:
         digest.update(arr.tobytes())
 
 
-def _fingerprint(experiment: str, data, settings, pretrained) -> str:
-    """sha256 of what decides an experiment's rows: its name, settings, data and start model."""
-    digest = hashlib.sha256(experiment.encode())
-    digest.update(json.dumps(asdict(settings), sort_keys=True, default=str).encode())
-    digest.update(f"{data.diameter!r}".encode())
-    for part in (data.train_images, data.train_labels, data.test_images, data.test_labels):
-        digest.update(f"|{len(part)}|".encode())
-        _digest_arrays(digest, part)
-    digest.update(str(pretrained).encode())
-    if pretrained is not None and Path(pretrained).is_file():
-        from cp2_engine.network import sha256_file
-
-        digest.update(sha256_file(pretrained).encode())
-    return digest.hexdigest()
-
-
 class RowJournal:
-    """Finished rows of one experiment run (``folder=None``: a journal that keeps nothing)."""
-
-    fingerprint = staticmethod(_fingerprint)
+    """Finished points of experiments (``folder=None``: a journal that keeps nothing)."""
 
     def __init__(self, folder: str | os.PathLike | None, *, fingerprint: str = "",
                  restart: bool = False, workdir: str | os.PathLike | None = None):  # fmt: skip
@@ -76,9 +57,9 @@ class RowJournal:
             run = json.loads(run_file.read_text(encoding="utf-8"))
             if run.get("fingerprint") != fingerprint:
                 raise ValueError(
-                    f"{self.folder} holds the rows of an interrupted or finished run with other "
-                    "settings, data or pretrained model; run with --restart (restart=True) to "
-                    "discard them, or write to another output folder"
+                    f"{self.folder} holds a journal of another format or run (e.g. of an older "
+                    "cp2 experiment); run with --restart (restart=True) to discard it, or write "
+                    "to another output folder"
                 )
             if run.get("workdir"):
                 self.workdir = Path(run["workdir"])
@@ -127,33 +108,23 @@ def finished_model(path: Path, recipe: str) -> bool:
         return False
 
 
-def open_project(folder: Path, journal: RowJournal, **create: Any):
-    """The HITL project in ``folder`` when resuming a journalled run, else a new one there."""
-    from cp2_engine.hitl._project import HitlProject
-
-    if journal.resumed and (folder / "project.json").is_file():
-        logger.info("resuming the HITL project %s", folder)
-        return HitlProject.open(folder, device=create.get("device", "auto"))
-    return HitlProject.create(folder, **create)
-
-
 def online_round(project, round_no: int, annotator, journal: RowJournal, key: str, choose):
     """Online round ``round_no`` (1-based), which a kill may have interrupted.
 
     Picks an image (``choose(project)``), predicts, corrects and accepts it, unless the
     journal's pending record says this round's image is accepted already; then retrains
     (``iter_retrain`` resumes an interrupted round; a round registered already is reused).
-    Yields the training events; returns ``(n_drawn, train_seconds, model)``.
+    Yields the training events; returns ``(name, n_drawn, n_fixed, train_seconds, model)``.
     """
     pending = journal.get(f"{key}.pending")
     if pending is not None and project.is_accepted(pending["name"]):
-        n_drawn = int(pending["drawn"])
+        name, n_drawn, n_fixed = pending["name"], int(pending["drawn"]), int(pending["fixed"])
     else:
         name = choose(project)
         seg = project.predict(name)
         correction = annotator.correct(project.truth(name), seg.masks)
-        n_drawn = correction.n_drawn
-        journal.put(f"{key}.pending", {"name": name, "drawn": n_drawn})
+        n_drawn, n_fixed = correction.n_drawn, correction.n_fixed
+        journal.put(f"{key}.pending", {"name": name, "drawn": n_drawn, "fixed": n_fixed})
         project.accept(name, correction.labels)
     if len(project.rounds) >= round_no:  # registered before the crash
         history = project.history()  # written just after registering: may lack this round
@@ -161,4 +132,28 @@ def online_round(project, round_no: int, annotator, journal: RowJournal, key: st
     else:
         record = yield from project.iter_retrain(evaluate=False)
         seconds = record.train_seconds
-    return n_drawn, seconds, project.load_model(project.rounds[round_no - 1])
+    return name, n_drawn, n_fixed, seconds, project.load_model(project.rounds[round_no - 1])
+
+
+def digest_data(data) -> str:
+    """sha256 of an experiment's images, labels and diameter (what every result depends on)."""
+    digest = hashlib.sha256(f"{data.diameter!r}".encode())
+    for part in (data.train_images, data.train_labels, data.test_images, data.test_labels):
+        digest.update(f"|{len(part)}|".encode())
+        _digest_arrays(digest, part)
+    return digest.hexdigest()
+
+
+def digest_start(spec: str | os.PathLike) -> str:
+    """What identifies a starting model: the sha256 of its file, else its name."""
+    if Path(spec).is_file():
+        from cp2_engine.network import sha256_file
+
+        return sha256_file(spec)
+    return str(spec)
+
+
+def point_key(*parts: Any) -> str:
+    """A short key (16 hex digits) for a result that depends on ``parts`` (JSON-able values)."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
