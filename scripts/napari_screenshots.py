@@ -9,12 +9,15 @@ clicking **Run** in the Segment tab, and saves two PNGs:
 - ``docs/images/napari_canvas.png``: the canvas alone (image with the cp2 masks).
 
 and, along the same path with the z-stack sample (the Segment tab's "3-D (z-stack)" box on,
-``cp2_nuclei``), ``docs/images/napari_zstack_3d.png``: the window in napari's 3-D view.
+``cp2_nuclei``), ``docs/images/napari_zstack_3d.png``: the window in napari's 3-D view; and
+``docs/images/napari_batch.png`` / ``napari_measure.png``: the Batch tab after a folder of the
+sample images (``cp2_nuclei``), with the first result opened by **Next**, and the Measure tab
+with its measurements.
 
 Run it headless with::
 
     xvfb-run -a .venv/bin/python scripts/napari_screenshots.py [--out-dir docs/images] \
-        [--only 2d|3d]
+        [--only 2d|3d|batch]
 """
 
 from __future__ import annotations
@@ -148,17 +151,67 @@ def take_zstack_screenshot(out_dir: Path, width: int = 1400, height: int = 900) 
         viewer.close()
 
 
+def take_batch_screenshots(out_dir: Path, width: int = 1400, height: int = 900) -> list[Path]:
+    """Batch-segment a folder of the sample images through the cp2 dock's Batch tab, open the
+    first result with Next, measure it in the Measure tab; save both tabs."""
+    import shutil
+    import tempfile
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="cp2_batch_"))
+    for path in sorted((ROOT / "sample_data").glob("*.tif")):
+        if not path.stem.endswith("_masks"):
+            shutil.copy(path, folder / path.name)
+    (folder / "corrupt.tif").write_bytes(b"II*\x00" + b"\x00" * 64)  # reported, skipped
+    viewer = napari.Viewer(show=True)
+    try:
+        viewer.window._qt_window.resize(width, height)
+        app = QApplication.instance()
+        _dock, widget = viewer.window.add_plugin_dock_widget("napari-cp2", "cp2")
+        widget.tabs.setCurrentIndex(4)  # the Batch tab
+        batch = widget.batch
+        batch._jobs.threaded = False  # in this thread: the results exist before the screenshot
+        batch._folder.value = folder
+        batch._model.value = "cp2_nuclei"
+        batch._diameter.value = 17.0
+        batch._formats["geojson"].value = True
+        batch._run.native.click()
+        log.info("batch: %s", batch._status.value)
+        batch._next.native.click()  # the first result, for correction
+        viewer.reset_view()
+        _process_events(app, 1.0)
+        batch_png = out_dir / "napari_batch.png"
+        viewer.screenshot(path=str(batch_png), canvas_only=False)
+        widget.tabs.setCurrentIndex(5)  # the Measure tab
+        widget.measure._measure.native.click()
+        _process_events(app, 1.0)
+        measure_png = out_dir / "napari_measure.png"
+        viewer.screenshot(path=str(measure_png), canvas_only=False)
+        log.info("saved %s and %s", batch_png, measure_png)
+        return [batch_png, measure_png]
+    finally:
+        viewer.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--out-dir", type=Path, default=ROOT / "docs" / "images", help="where the PNGs go"
     )
-    parser.add_argument("--only", choices=["2d", "3d"], help="take only these screenshots")
+    parser.add_argument(
+        "--only", choices=["2d", "3d", "batch"], help="take only these screenshots"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    written = [] if args.only == "3d" else take_screenshots(args.out_dir)
-    if args.only != "2d":
+    written = take_screenshots(args.out_dir) if args.only in (None, "2d") else []
+    if args.only in (None, "3d"):
         written.append(take_zstack_screenshot(args.out_dir))
+    if args.only in (None, "batch"):
+        written += take_batch_screenshots(args.out_dir)
     print("wrote " + " ".join(str(p) for p in written))
     return 0
 

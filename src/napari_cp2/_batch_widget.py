@@ -28,6 +28,7 @@ from magicgui.widgets import (
 )
 from napari.utils.notifications import show_error, show_info
 from napari.viewer import Viewer
+from qtpy.QtWidgets import QSizePolicy
 
 from . import _jobs as jobs
 from ._jobrunner import JobRunner
@@ -96,7 +97,7 @@ class BatchWidget(Container):
         self._cellprob = _w(
             FloatSlider(value=0.0, min=-6.0, max=6.0, step=0.2), "cellprob_threshold"
         )
-        self._npy = _w(CheckBox(value=True, text="write _seg.npy"), "batch_npy")
+        self._npy = _w(CheckBox(value=True, text="write seg.npy (Cellpose GUI)"), "batch_npy")
         self._overlay = _w(CheckBox(value=True, text="write overlay PNG"), "batch_overlay")
         self._formats = {
             f: _w(CheckBox(value=False, text=t), f"batch_{f}")
@@ -108,6 +109,7 @@ class BatchWidget(Container):
         self._progress = ProgressBar(value=0, min=0, max=1, label="images")
         self._status = Label(value="")
         self._table = Table(value=_empty_table())
+        self._table.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self._prev = _w(PushButton(text="◀ Previous"), "batch_prev")
         self._next = _w(PushButton(text="Next ▶"), "batch_next")
         self._shown = Label(value="")

@@ -12,6 +12,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, Table, create_widget
 from napari.utils.notifications import show_error, show_info
 from napari.viewer import Viewer
+from qtpy.QtWidgets import QSizePolicy
 
 from ._tooltips import labelled as _w
 from ._workspace import Cp2Workspace, workspace_for
@@ -85,13 +86,15 @@ class MeasureWidget(Container):
         self._ws = workspace if workspace is not None else workspace_for(napari_viewer)
         #: The last measurements (``RoiMeasurements``).
         self.measurements = None
-        self._labels = _w(create_widget(annotation="napari.layers.Labels"), "labels")
+        self._labels_layer = _w(create_widget(annotation="napari.layers.Labels"), "labels")
         self._image = _w(
             create_widget(annotation="napari.layers.Image", options={"nullable": True}),
             "measure_image",
         )
         self._measure = _w(PushButton(text="Measure ROIs"), "measure")
         self._table = Table(value={"label": []})
+        # many columns: let the table scroll instead of squeezing the labels of the other rows
+        self._table.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self._folder = _w(FileEdit(mode="d"), "export_folder")
         self._overwrite = _w(CheckBox(value=False, text="replace existing files"), "overwrite")
         self._buttons = {
@@ -102,7 +105,7 @@ class MeasureWidget(Container):
         }  # fmt: skip
         self._status = Label(value="")
         self.extend(
-            [self._labels, self._image, self._measure, self._table, self._folder,
+            [self._labels_layer, self._image, self._measure, self._table, self._folder,
              self._overwrite, *self._buttons.values(), self._status]
         )  # fmt: skip
         self._measure.changed.connect(lambda: self.measure())
@@ -113,7 +116,7 @@ class MeasureWidget(Container):
     def _on_prediction_shown(self, labels_name: str, image_name: str) -> None:
         self.reset_choices()
         if labels_name in self._viewer.layers:
-            self._labels.value = self._viewer.layers[labels_name]
+            self._labels_layer.value = self._viewer.layers[labels_name]
         if image_name in self._viewer.layers:
             self._image.value = self._viewer.layers[image_name]
 
@@ -121,7 +124,7 @@ class MeasureWidget(Container):
         """Measure every ROI; set the layer's ``features``; return the ``RoiMeasurements``."""
         from cp2_engine.metrics import measure_rois
 
-        layer = self._labels.value
+        layer = self._labels_layer.value
         if layer is None:
             show_error("cp2: no labels layer selected.")
             return None
@@ -151,7 +154,7 @@ class MeasureWidget(Container):
         the labels layer into the chosen folder; return the path."""
         from cp2_engine import io
 
-        layer, folder = self._labels.value, self._folder.value
+        layer, folder = self._labels_layer.value, self._folder.value
         if layer is None:
             show_error("cp2: no labels layer selected.")
             return None

@@ -163,7 +163,7 @@ def test_click_restores_a_deleted_roi_and_measure_panel_exports(
     np.testing.assert_array_equal(labels.data, before)
     assert cor.undo()  # the restored ROI is back
 
-    meas._labels.value = labels
+    meas._labels_layer.value = labels
     meas._image.value = image
     m = meas.measure()
     props = regionprops(new, intensity_image=np.asarray(image.data))
