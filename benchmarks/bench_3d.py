@@ -62,6 +62,8 @@ def _cp2_side(stack: np.ndarray, folder: Path, threads: int) -> dict:
     from cp2_engine.postprocess import compute_masks_3d
 
     torch.set_num_threads(threads)
+    for key in ("CP2_BACKEND", "CP2_PRECISION"):  # time what users get
+        os.environ.pop(key, None)
     model = Model.load("cp2_nuclei", device="cpu")
     model.segment(stack[:4, :64, :64], diameter=17.0, do_3d=True)  # warm-up (numba JIT)
     t = time.perf_counter()

@@ -9,7 +9,7 @@ AP at 0.5 / 0.75 / 0.9. Prints per model and image type the median time ratio
 The network runs on whatever ``CP2_BACKEND`` / ``CP2_PRECISION`` say (default: the fast path);
 set ``CP2_BACKEND=torch CP2_PRECISION=fp32`` to time the estimate alone on the exact path.
 
-usage: python benchmarks/bench_diameter.py [--max-per-type N] [--threads T] [--json FILE]
+usage: python benchmarks/bench_diameter.py [--quick | --max-per-type N] [--threads T] [--json FILE]
 """
 
 from __future__ import annotations
@@ -86,7 +86,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data", type=Path, default=None, help="datasets root")
     parser.add_argument("--json", type=Path, help="write every record here")
+    parser.add_argument("--quick", action="store_true", help="at most 2 images per type")
     args = parser.parse_args(argv)
+    if args.quick and args.max_per_type is None:
+        args.max_per_type = 2
     import torch
 
     torch.set_num_threads(args.threads)

@@ -14,16 +14,19 @@ Stages timed: cp2 from ``Segmentation.timings`` (prepare, network, resize, masks
 ``eval(compute_masks=False)`` (network incl. its preprocessing) and ``dynamics.compute_masks``
 on its own output (masks), plus the full ``eval`` (total). A cross-check also times cp2's
 ``compute_masks`` on cellpose's network output (identical input to both mask stages).
-cp2 is run twice: default fp32 (matches cellpose to float rounding) and with
-``bf16=True, channels_last=True`` (faster network, small output error; its AP is printed).
+cp2 is run three times: the torch eager fp32 path (``precision="fp32", backend="torch"``), the
+exact path (fp32 on the default backend: OpenVINO where installed; matches cellpose to float
+rounding) and the default (``precision="auto"``: bf16 where the CPU computes it natively);
+each path's AP and its agreement with cellpose's masks are printed.
 
-Allocator: cp2 tunes glibc malloc in-process (``tiling.tune_allocator``, what users get);
+Allocator: cp2 tunes glibc malloc in-process (``network.tune_allocator``, what users get);
 cellpose runs with glibc defaults (what its users get) unless ``--same-allocator`` gives it
 the equivalent ``MALLOC_*_`` environment variables. Each side runs in its own process.
 
 Usage::
 
-    python benchmarks/bench_end_to_end.py --quick     # 512x512, 1 repeat
+    python benchmarks/bench_end_to_end.py --quick     # 2048x2048, 1 repeat (make bench)
+    python benchmarks/bench_end_to_end.py --small     # 512x512, 1 repeat
     python benchmarks/bench_end_to_end.py             # 2048x2048, median of 3
 """
 
@@ -44,6 +47,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 31)}
+PATHS = {  # cp2 paths timed: the old default, the exact path and what users get now
+    "cp2 torch fp32": {"precision": "fp32", "backend": "torch"},
+    "cp2 exact": {"precision": "fp32", "backend": "auto"},
+    "cp2 default": {"precision": "auto", "backend": "auto"},
+}
 TRAIN = {"n_images": 8, "size": 256, "crop": 96, "batch": 8, "steps": 51, "lr": 2e-3, "seed": 0}
 
 _CELLPOSE_SIDE = textwrap.dedent(
@@ -153,7 +161,7 @@ def _run_cp2(weights: Path, image: np.ndarray, repeats: int, **options) -> tuple
     from cp2_engine.inference import Model
 
     model = Model.load(weights, device="cpu")
-    model.segment(image[:256, :256], diameter=30.0, **options)  # warm-up (numba JIT)
+    model.segment(image[:256, :256], diameter=30.0, **options)  # warm-up (numba JIT, runtime)
     runs = []
     for _ in range(repeats):
         seg = model.segment(image, diameter=30.0, **options)
@@ -181,7 +189,7 @@ def _cross_check(folder: Path) -> tuple[float, np.ndarray]:
     return time.perf_counter() - t0, ref["masks"]
 
 
-def _report(cp2: dict, ref: dict, cross: float, masks: dict, truth: np.ndarray, fast: dict):
+def _report(cp2: dict, ref: dict, cross: float, masks: dict, truth: np.ndarray, paths: dict):
     from cp2_engine.metrics import average_precision
 
     print(f"\n{'stage':<34} {'cp2 s':>8} {'cellpose s':>11} {'speed-up':>9}")
@@ -199,22 +207,26 @@ def _report(cp2: dict, ref: dict, cross: float, masks: dict, truth: np.ndarray, 
         ap = average_precision(truth, m).ap[0]
         print(f"{name}: {int(m.max())} masks (truth {n_true}), AP@0.5/0.75/0.9 = "
               f"{ap[0]:.3f}/{ap[1]:.3f}/{ap[2]:.3f}")  # fmt: skip
-    agree = average_precision(masks["cellpose"], masks["cp2"]).ap[0, 0]
-    print(f"cp2 vs cellpose masks: AP@0.5 = {agree:.3f}")
-    print(f"cp2 bf16+channels_last: network {fast['prepare'] + fast['network']:.2f} s, total "
-          f"{fast['total']:.2f} s ({ref['total'] / fast['total']:.2f}x vs cellpose)")  # fmt: skip
-    return ref["total"] / cp2["total"], ref["total"] / fast["total"]
+    for name, stages in paths.items():
+        agree = average_precision(masks["cellpose"], masks[name]).ap[0, 0]
+        print(f"{name}: network {stages['prepare'] + stages['network']:.2f} s, total "
+              f"{stages['total']:.2f} s ({ref['total'] / stages['total']:.2f}x vs cellpose), "
+              f"masks vs cellpose AP@0.5 {agree:.3f}")  # fmt: skip
+    return {name: ref["total"] / stages["total"] for name, stages in paths.items()}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="512x512 image, 1 repeat")
+    parser.add_argument("--quick", action="store_true", help="2048x2048 image, 1 repeat")
+    parser.add_argument("--small", action="store_true", help="512x512 image, 1 repeat")
     parser.add_argument("--weights", type=Path, default=None, help="weights file to use")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--same-allocator", action="store_true", help="tuned malloc for cellpose")
     args = parser.parse_args(argv)
-    args.repeats = args.repeats or (1 if args.quick else 3)
+    args.repeats = args.repeats or (1 if args.quick or args.small else 3)
+    for key in ("CP2_BACKEND", "CP2_PRECISION"):  # time what users get
+        os.environ.pop(key, None)
     import torch
 
     from cp2_engine.synthetic import touching_cells
@@ -225,7 +237,7 @@ def main(argv=None) -> int:
         print(f"reference cellpose venv not found at {python}: nothing to compare")
         return 0
     weights = args.weights or trained_weights()
-    size, n_cells = (512, 125) if args.quick else (2048, 2000)
+    size, n_cells = (512, 125) if args.small else (2048, 2000)
     sample = touching_cells((size, size), n_cells=n_cells, diameter=30, seed=0)
     malloc = "tuned MALLOC_* env" if args.same_allocator else "glibc defaults"
     print(f"image {size}x{size}, {int(sample.labels.max())} cells, weights {weights}, "
@@ -235,15 +247,13 @@ def main(argv=None) -> int:
         folder = Path(tmp)
         np.save(folder / "image.npy", sample.image)
         ref = _run_cellpose(python, weights, folder, args)
-        cp2, cp2_masks = _run_cp2(weights, sample.image, args.repeats)
-        fast, fast_masks = _run_cp2(
-            weights, sample.image, args.repeats, bf16=True, channels_last=True
-        )
-        cross, ref_masks = _cross_check(folder)
-    masks = {"cp2": cp2_masks, "cp2 bf16+channels_last": fast_masks, "cellpose": ref_masks}
-    ratio, fast_ratio = _report(cp2, ref, cross, masks, sample.labels, fast)
-    print(f"\nRESULT end-to-end speed-up (cellpose total / cp2 total): {ratio:.2f}x fp32, "
-          f"{fast_ratio:.2f}x bf16+channels_last (target >= 2x)")  # fmt: skip
+        paths, masks = {}, {}
+        for name, options in PATHS.items():
+            paths[name], masks[name] = _run_cp2(weights, sample.image, args.repeats, **options)
+        cross, masks["cellpose"] = _cross_check(folder)
+    ratios = _report(paths["cp2 exact"], ref, cross, masks, sample.labels, paths)
+    print("\nRESULT end-to-end speed-up (cellpose total / cp2 total): "
+          + ", ".join(f"{ratios[k]:.2f}x {k[4:]}" for k in PATHS))  # fmt: skip
     return 0
 
 

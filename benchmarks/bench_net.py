@@ -1,4 +1,10 @@
-"""Benchmark the CPnet forward pass: cp2 (fp32, channels-last, bf16) against Cellpose's CPnet.
+"""Benchmark the CPnet forward pass: cp2's runtimes and precisions against Cellpose's CPnet.
+
+cp2 variants (``cp2_engine.network.get_runner``): torch eager fp32 (plain and channels-last),
+torch bf16 autocast, the exact path (fp32 on the default backend: OpenVINO where installed) and
+the default (``precision="auto"``: bf16 where the CPU computes it natively, else fp32). Runtime
+start-up (ONNX export + OpenVINO compile) happens in the warm-up and is timed separately by
+``benchmarks/bench_startup.py``.
 
 Both sides use the same weights, input, thread count and glibc allocator setting:
 
@@ -37,22 +43,33 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(1 << 31)}
 CP2_VARIANTS = {
-    "cp2 fp32": {},
-    "cp2 channels_last": {"channels_last": True},
-    "cp2 bf16": {"bf16": True},
-    "cp2 bf16+channels_last": {"bf16": True, "channels_last": True},
+    "cp2 torch fp32": {"precision": "fp32", "backend": "torch", "channels_last": False},
+    "cp2 torch fp32 CL": {"precision": "fp32", "backend": "torch", "channels_last": True},
+    "cp2 torch bf16 CL": {"precision": "bf16", "backend": "torch", "channels_last": True},
+    "cp2 exact": {"precision": "fp32", "backend": "auto"},
+    "cp2 default": {"precision": "auto", "backend": "auto"},
 }
 
 
 def _variants(folder: Path) -> dict:
     """Forward functions to time: cp2 variants and, when importable, Cellpose's CPnet."""
-    from cp2_engine.network import build_net_from_state, inference_forward, load_state_dict
+    from cp2_engine.network import (
+        build_net_from_state,
+        cpu_has_native_bf16,
+        get_runner,
+        load_state_dict,
+    )
 
     state = load_state_dict(folder / "weights")
     fns = {}
     for label, flags in CP2_VARIANTS.items():
+        if flags["precision"] == "bf16" and not cpu_has_native_bf16():
+            print(f"{label}: skipped (no native bf16 on this CPU)", file=sys.stderr)
+            continue
         net = build_net_from_state(state).eval()
-        fns[label] = lambda x, net=net, flags=flags: inference_forward(net, x, **flags)[0]
+        runner = get_runner(net, **flags)
+        print(f"{label}: backend {runner.backend}, precision {runner.precision}", file=sys.stderr)
+        fns[label] = lambda x, runner=runner, net=net: runner(x)[0]
     try:
         from cellpose.resnet_torch import CPnet as ReferenceNet
     except ImportError:
@@ -131,8 +148,8 @@ def _cellpose_python() -> str | None:
 
 
 def _errors(folder: Path) -> dict[str, float]:
-    base = np.load(folder / "cp2_fp32_y.npy")
-    errors = {"cp2 fp32": 0.0}
+    base = np.load(folder / "cp2_torch_fp32_y.npy")
+    errors = {"cp2 torch fp32": 0.0}
     for label in [*list(CP2_VARIANTS)[1:], "cellpose", "cellpose mkldnn"]:
         path = folder / f"{label.replace(' ', '_')}_y.npy"
         if path.exists():
@@ -142,7 +159,7 @@ def _errors(folder: Path) -> dict[str, float]:
 
 def _bench_setting(folder: Path, setting: str, args, cellpose: str | None) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-    for key in TUNED_MALLOC:
+    for key in [*TUNED_MALLOC, "CP2_BACKEND", "CP2_PRECISION"]:  # time what users get
         env.pop(key, None)
     if setting == "tuned":
         env.update(TUNED_MALLOC)
@@ -193,8 +210,14 @@ def main(argv: list[str] | None = None) -> int:
         _prepare(folder, args.batch, args.size)
         for setting in settings:
             times = _bench_setting(folder, setting, args, cellpose)
-            scale = float(np.abs(np.load(folder / "cp2_fp32_y.npy")).max())
+            scale = float(np.abs(np.load(folder / "cp2_torch_fp32_y.npy")).max())
             _print_table(setting, times, _errors(folder), scale)
+    eager = times["cp2 torch fp32"]
+    exact, default = (
+        statistics.median(e / t for e, t in zip(eager, times[k]))
+        for k in ("cp2 exact", "cp2 default")
+    )
+    print(f"RESULT network vs torch eager fp32: exact {exact:.2f}x, default {default:.2f}x")
     return 0
 
 

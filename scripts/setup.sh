@@ -39,11 +39,12 @@ if [ "$mode" = "test" ]; then
             libxcb-randr0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libdbus-1-3 libfontconfig1 >/dev/null
     fi
     CPV=.venv-cellpose
-    if [ ! -f "$CPV/.cp2-ok2" ]; then
+    if [ ! -f "$CPV/.cp2-ok3" ]; then
         python3 -m venv "$CPV"
-        # lazy-loader: benchmarks import cp2's network code from src/ inside this venv
-        if pip_install "$CPV" torch==2.13.0 "cellpose==3.1.1.3" "lazy-loader>=0.4"; then
-            touch "$CPV/.cp2-ok2"
+        # lazy-loader, openvino, onnx: benchmarks import cp2's network code (and its runtime)
+        # from src/ inside this venv
+        if pip_install "$CPV" torch==2.13.0 "cellpose==3.1.1.3" "lazy-loader>=0.4" openvino onnx; then
+            touch "$CPV/.cp2-ok3"
         else
             echo "setup: could not install cellpose 3.1.1.3; parity tests will skip" >&2
         fi
