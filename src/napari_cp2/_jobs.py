@@ -202,8 +202,9 @@ def estimate_job(cache: dict, key: str, eimg) -> Generator:
     )
 
 
-def open_project(folder, *, images: dict | None = None, initial_model: str = "cyto2"):
-    """Open the HITL project in ``folder``, or create it from ``images`` {name: array}."""
+def open_project(folder, *, images: dict | None = None, initial_model: str | None = None):
+    """Open the HITL project in ``folder``, or create it from ``images`` {name: array}
+    (``initial_model`` None: the engine's default, ``cp2_engine.hitl.DEFAULT_INITIAL_MODEL``)."""
     from cp2_engine.hitl import HitlProject
 
     return HitlProject.open_or_create(folder, images=images, initial_model=initial_model)

@@ -50,6 +50,13 @@ def project_name(layer_name: str) -> str:
     return name or "image"
 
 
+def _default_choice(choices) -> str:
+    """The engine's default initial model when it is offered, else the first choice."""
+    from cp2_engine.hitl import DEFAULT_INITIAL_MODEL
+
+    return DEFAULT_INITIAL_MODEL if DEFAULT_INITIAL_MODEL in choices else choices[0]
+
+
 class TrainWidget(Container):
     """Open/create a HITL project and retrain its model in the background.
 
@@ -90,6 +97,7 @@ class TrainWidget(Container):
         self._folder = _w(FileEdit(mode="d"), "project")
         self._open = _w(PushButton(text=LABELS["open_project"]), "open_project")
         self._initial = _w(ComboBox(choices=self._initial_choices), "initial_model")
+        self._initial.value = _default_choice(self._initial.choices)
         self._epochs = _w(SpinBox(value=DEFAULT_EPOCHS, min=1, max=10000), "epochs")
         self._lr = _w(FloatSpinBox(value=DEFAULT_LR, min=1e-5, max=10.0, step=0.01), "lr")
         self._wd = _w(FloatSpinBox(value=DEFAULT_WD, min=0.0, max=1.0, step=1e-5), "weight_decay")
@@ -143,7 +151,7 @@ class TrainWidget(Container):
         if folder is None or not str(folder).strip() or str(folder) == ".":
             show_error(message("no_project"))
             return None
-        initial = initial_model or self._initial.value or "scratch"
+        initial = initial_model or self._initial.value  # None: the engine's default
         try:
             project = jobs.open_project(
                 Path(folder), images=self._viewer_images(), initial_model=initial

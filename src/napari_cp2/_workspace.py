@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -140,7 +141,8 @@ def cancel_on_close(viewer: Any, ws: Cp2Workspace) -> bool:
     """Cancel ``ws``'s running jobs when the window of ``viewer`` closes; False: no window.
 
     The window's close event is watched; right after it (once napari has accepted or refused
-    it, e.g. in its confirmation dialog) the jobs are cancelled if the window is gone.
+    it, e.g. in its confirmation dialog) the jobs are cancelled if the window is gone. The
+    watcher holds the workspace weakly and the window not at all.
 
     Examples
     --------
@@ -151,25 +153,40 @@ def cancel_on_close(viewer: Any, ws: Cp2Workspace) -> bool:
     window = getattr(getattr(unwrap_viewer(viewer), "window", None), "_qt_window", None)
     if window is None:
         return False
+    window.installEventFilter(_close_watcher(window, weakref.ref(ws)))
+    return True
+
+
+def _cancel_if_closed(window_ref: weakref.ref, ws_ref: weakref.ref) -> None:
+    window = window_ref()
+    try:
+        visible = window is not None and window.isVisible()
+    except RuntimeError:  # the Qt window is already deleted
+        visible = False
+    ws = ws_ref()
+    if not visible and ws is not None:
+        ws.cancel_all()
+
+
+def _close_watcher(window: Any, ws_ref: weakref.ref):
+    """A QObject (child of ``window``: it lives as long as the window) watching close events.
+
+    A close by the program (``viewer.close()``) cancels at once; one by the user is checked
+    right after napari's handler, which may keep the window open (its confirmation dialog).
+    Nothing here holds the window, so a closed viewer can be freed.
+    """
     from qtpy.QtCore import QEvent, QObject, QTimer
 
-    def closed() -> None:
-        try:
-            visible = window.isVisible()
-        except RuntimeError:  # the Qt window is already deleted
-            visible = False
-        if not visible:
-            ws.cancel_all()
-
-    class _CloseWatcher(QObject):
+    class CloseWatcher(QObject):
         def eventFilter(self, obj, event) -> bool:
             if event.type() == QEvent.Type.Close:
-                QTimer.singleShot(0, closed)
+                if event.spontaneous():
+                    QTimer.singleShot(0, partial(_cancel_if_closed, weakref.ref(obj), ws_ref))
+                elif (ws := ws_ref()) is not None:
+                    ws.cancel_all()
             return False
 
-    watcher = _CloseWatcher(window)  # parented: lives as long as the window
-    window.installEventFilter(watcher)
-    return True
+    return CloseWatcher(window)
 
 
 def unwrap_viewer(viewer: Any) -> Any:

@@ -38,6 +38,7 @@ from cp2_engine.hitl._active import ActiveMixin
 from cp2_engine.hitl._cost import CostMixin
 from cp2_engine.hitl._lock import WriterLockMixin, project_lock, writes
 from cp2_engine.hitl._project_files import (
+    _check_initial_model,
     _check_names,
     _config_to_dict,
     _labels_dtype,
@@ -106,7 +107,7 @@ class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin, CostMixin):
         folder: str | os.PathLike,
         *,
         images: Sequence[Any],
-        initial_model: str = "cyto2",
+        initial_model: str | None = None,
         train_config: Any = None,
         ground_truth: Sequence[Any] | None = None,
         names: Sequence[str] | None = None,
@@ -122,9 +123,9 @@ class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin, CostMixin):
             Project folder; created if missing.
         images : sequence of paths or arrays
             The images to annotate, in order. Paths keep their file stem as the image name.
-        initial_model : str
-            Model every round fine-tunes: a name or path for ``Model.load``, or ``"scratch"``
-            for random weights.
+        initial_model : str, optional
+            Model every round fine-tunes: a name or path for ``Model.load``, ``"scratch"`` (random
+            weights) or None (the bundled ``cp2_cyto``); refused when cp2 cannot find it.
         train_config : TrainConfig or dict, optional
             Training settings for each round (online mode is forced); None = defaults.
         ground_truth : sequence of label arrays or paths, optional
@@ -151,7 +152,7 @@ class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin, CostMixin):
         >>> p.names
         ['image_000']
         """
-        folder = Path(folder)
+        folder, initial_model = Path(folder), _check_initial_model(initial_model)
         if isinstance(images, np.ndarray | str | os.PathLike):
             raise TypeError("images must be a list of images (paths or arrays), not one image")
         if len(images) == 0:
@@ -217,10 +218,10 @@ class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin, CostMixin):
 
     @classmethod
     def open_or_create(
-        cls, folder, *, images: dict | None = None, initial_model="scratch", device="auto"
+        cls, folder, *, images: dict | None = None, initial_model=None, device="auto"
     ) -> HitlProject:
         """Open the project in ``folder``, or create it there from ``images`` ({name: image});
-        ValueError when there is neither a project nor images.
+        ValueError when there is neither a project nor images (``initial_model``: see create).
 
         Examples
         --------
@@ -295,23 +296,22 @@ class HitlProject(WriterLockMixin, RetrainMixin, ActiveMixin, CostMixin):
         self._check_name(name)
         return imread(self._path("image", name))
 
+    def _read(self, kind: str, name: str) -> np.ndarray | None:
+        self._check_name(name)
+        path = self._path(kind, name)
+        return imread(path) if path.is_file() else None
+
     def truth(self, name: str) -> np.ndarray | None:
         """The ground truth of ``name``, or None when the project has none for it."""
-        self._check_name(name)
-        path = self._path("truth", name)
-        return imread(path) if path.is_file() else None
+        return self._read("truth", name)
 
     def prediction(self, name: str) -> np.ndarray | None:
         """The latest stored prediction of ``name``, or None."""
-        self._check_name(name)
-        path = self._path("pred", name)
-        return imread(path) if path.is_file() else None
+        return self._read("pred", name)
 
     def corrected(self, name: str) -> np.ndarray | None:
         """The accepted labels of ``name``, or None when not accepted yet."""
-        self._check_name(name)
-        path = self._path("masks", name)
-        return imread(path) if path.is_file() else None
+        return self._read("masks", name)
 
     def is_accepted(self, name: str) -> bool:
         """Whether ``name`` has accepted (corrected) labels."""

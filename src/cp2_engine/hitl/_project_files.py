@@ -119,6 +119,21 @@ def _check_truth(truth: Sequence[Any] | None, images: list[np.ndarray]) -> list:
     return out
 
 
+#: The model a new project fine-tunes unless told otherwise: the bundled whole-cell generalist.
+DEFAULT_INITIAL_MODEL = "cp2_cyto"
+
+
+def _check_initial_model(initial_model: Any) -> str:
+    """``initial_model`` (None: the default) once cp2 finds it (ModelNotFoundError if not)."""
+    if initial_model is None:
+        return DEFAULT_INITIAL_MODEL
+    if str(initial_model) != "scratch":
+        from cp2_engine.network import find_model
+
+        find_model(initial_model)
+    return str(initial_model)
+
+
 def _config_to_dict(config: Any) -> dict | None:
     if config is None:
         return None
