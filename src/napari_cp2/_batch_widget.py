@@ -34,7 +34,7 @@ from . import _jobs as jobs
 from ._jobrunner import JobRunner
 from ._segment_widget import _CHAN, _CHAN2
 from ._tooltips import labelled as _w
-from ._workspace import Cp2Workspace, workspace_for
+from ._workspace import CachedSegmentation, Cp2Workspace, workspace_for
 
 __all__ = ["SOURCES", "BatchWidget"]
 
@@ -43,6 +43,31 @@ logger = logging.getLogger(__name__)
 #: Where the images of a batch come from.
 SOURCES = ("folder", "open image layers", "frames of a layer")
 _FORMATS = ("imagej", "outlines", "geojson")
+
+
+def _segmentation_from_npy(path: Path, masks: np.ndarray):
+    """The engine ``Segmentation`` saved in a batch's ``_seg.npy`` (flows and cell
+    probability), or None when there is none (``write seg.npy`` off, or a z-stack)."""
+    from cp2_engine import io
+    from cp2_engine.inference import Segmentation, SegmentConfig
+
+    if not path.is_file() or masks.ndim != 2:
+        return None
+    data = io.load_seg_npy(path)
+    flows = data.get("flows")
+    if not isinstance(flows, list | tuple) or len(flows) < 5 or np.ndim(flows[4]) != 3:
+        return None
+    dp_prob = np.asarray(flows[4], np.float32)
+    diameter = float(data.get("diameter") or 30.0)
+    config = SegmentConfig(
+        diameter=diameter,
+        flow_threshold=float(data.get("flow_threshold", 0.4)),
+        cellprob_threshold=float(data.get("cellprob_threshold", 0.0)),
+    )
+    return Segmentation(
+        masks=masks, flows=dp_prob[:2], cellprob=dp_prob[2], style=np.zeros(256, np.float32),
+        diameter=diameter, rescale=1.0, niter=200, config=config,
+    )  # fmt: skip
 
 
 def _empty_table() -> dict:
@@ -257,6 +282,9 @@ class BatchWidget(Container):
         else:
             self._viewer.add_labels(masks, name=labels_name, metadata={"cp2_image": stem})
         self._ws.set_prediction(labels_name, masks, model=row.model)
+        seg = _segmentation_from_npy(masks_path.with_name(f"{stem}_seg.npy"), masks)
+        if seg is not None:  # the flows: threshold changes and one-click drawing work on it
+            self._ws.cache[stem] = CachedSegmentation(row.model, seg, labels_name)
         self._ws.prediction_shown.emit(labels_name, stem)
         self._shown.value = f"result {self._index + 1}/{len(rows)}: {row.image}"
         return labels_name

@@ -91,6 +91,9 @@ def test_batch_cancel_resume_measure_and_open_results(make_napari_viewer, qtbot,
     first = result.rows[1]
     assert labels_name == f"{Path(first.image).stem}_cp2_masks"
     np.testing.assert_array_equal(viewer.layers[labels_name].data, io.read_labels(first.masks))
+    cached = bw._ws.cache[Path(first.image).stem]  # flows from _seg.npy: one-click drawing works
+    assert cached.labels_layer == labels_name
+    assert cached.segmentation.flows.shape == (2, *viewer.layers[labels_name].data.shape)
     bw._next.native.click()
     assert f"{Path(result.rows[2].image).stem}_cp2_masks" in viewer.layers
     assert main.correct._labels.value.name == f"{Path(result.rows[2].image).stem}_cp2_masks"
