@@ -80,8 +80,10 @@ def test_hitl_numbers_have_the_right_shape(tiny_run):
         assert [r.round for r in run.rounds] == list(range(_TINY.n_rounds + 1))
         assert run.rounds[0].image is None and run.rounds[0].n_drawn == 0
         for r in run.rounds[1:]:
-            assert r.n_true > 0 and 0 <= r.n_drawn <= r.n_true
-            assert r.n_kept + r.n_drawn >= 1
+            assert r.n_true > 0 and 0 <= r.n_human <= r.n_true
+            assert r.n_human == r.n_drawn + r.n_fixed  # missed + redrawn: the human effort
+            # every true ROI is kept, fixed or drawn (a drawn one may be hidden by a kept one)
+            assert 1 <= r.n_kept + r.n_human <= r.n_true
             assert len(r.losses) == _TINY.n_epochs and np.isfinite(r.losses).all()
             assert 0.0 <= r.ap75 <= r.ap50 <= 1.0
         # the project on disk agrees: one accepted image and one model per round
