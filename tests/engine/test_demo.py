@@ -60,7 +60,11 @@ def test_demo_writes_every_file(tiny_run, samples):
     seg = load_seg_npy(seg_dir / "synthetic_cells_seg.npy")
     assert np.array_equal(seg["masks"], masks)
     assert (seg_dir / "synthetic_cells_overlay.png").is_file()
-    assert all(0.0 <= a <= 1.0 for a in image.ap)
+    from cp2_engine.metrics import average_precision  # the report's AP: recomputed here
+
+    expected = average_precision(samples[1].labels, masks).ap[0]
+    np.testing.assert_allclose(image.ap, expected)
+    assert image.ap[0] >= 0.8  # cp2_cyto on the synthetic sample finds most cells
     assert (out / MANIFEST).is_file()
     names = {p.name for p in result.figures}
     assert names == {"overlays.png", "hitl_ap.png", "hitl_rois.png", "hitl_loss.png",
@@ -91,6 +95,9 @@ def test_hitl_numbers_have_the_right_shape(tiny_run):
         assert len(list((run.project / "models").glob("round_???"))) == _TINY.n_rounds
         assert not list((run.project / "models").glob("*.ckpt"))  # resume files removed
         assert len(run.example_masks) == 2
+    pretrained, scratch = result.hitl
+    assert pretrained.rounds[0].ap50 >= 0.5  # the bundled model before any round
+    assert scratch.rounds[0].ap50 < pretrained.rounds[0].ap50  # random weights find less
 
 
 def test_events_count_up_to_the_total(tiny_run):

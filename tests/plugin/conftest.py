@@ -9,7 +9,8 @@ import pytest
 @pytest.fixture
 def tiny_cells():
     """Two small synthetic images with exact labels: [(image, labels), ...]."""
-    synthetic = pytest.importorskip("cp2_engine.synthetic")
+    from cp2_engine import synthetic
+
     out = []
     for seed in (1, 2):
         s = synthetic.touching_cells((96, 96), diameter=16, seed=seed)
@@ -20,10 +21,11 @@ def tiny_cells():
 @pytest.fixture
 def model_file(tmp_path_factory):
     """A saved random-weights cp2 model (loadable by ``Model.load``)."""
-    model_mod = pytest.importorskip("cp2_engine.inference._model")
-    weights = pytest.importorskip("cp2_engine.network._weights")
+    from cp2_engine.inference import Model
+    from cp2_engine.network import save_model
+
     path = tmp_path_factory.mktemp("models") / "random_cp2"
-    weights.save_model(model_mod.Model.random(seed=0, diam_mean=16.0).net, path)
+    save_model(Model.random(seed=0, diam_mean=16.0).net, path)
     return path
 
 

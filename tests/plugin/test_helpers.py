@@ -127,7 +127,6 @@ def test_sample_data_offline():
 
 
 def test_masks_reader_round_trip(tmp_path):
-    pytest.importorskip("cp2_engine.io")
     from napari_cp2._io import get_reader, write_masks_tif
 
     lab = _two_disks()
