@@ -32,6 +32,16 @@ def rng() -> np.random.Generator:
 
 
 @pytest.fixture
+def artifacts_dir(tmp_path) -> Path:
+    """Where a test writes screenshots and measurements: ``$CP2_TEST_ARTIFACTS`` when set (to
+    keep them), else a folder under ``tmp_path``; never the repository unless asked."""
+    keep = os.environ.get("CP2_TEST_ARTIFACTS")
+    path = Path(keep) if keep else tmp_path / "artifacts"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
 def cellpose_python() -> str:
     """Path of the Python that has the reference cellpose installed, or skip with the reason."""
     path = os.environ.get("CP2_CELLPOSE_PYTHON", str(REPO_ROOT / ".venv-cellpose/bin/python"))

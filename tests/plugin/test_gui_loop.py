@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytestmark = pytest.mark.gui
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test_artifacts"
 
 
 def _widgets(viewer, ws, *, threaded_train=True, threaded_segment=False):
@@ -261,8 +258,8 @@ def test_closing_the_viewer_cancels_a_running_retrain(make_napari_viewer, qtbot,
     assert load_checkpoint(ckpt)["epoch"] >= 0  # complete: the next retrain resumes from it
 
 
-def test_screenshots(make_napari_viewer, tiny_cells, model_file):
-    """PNG of the segmented canvas and of the docked widgets (under test_artifacts/)."""
+def test_screenshots(make_napari_viewer, tiny_cells, model_file, artifacts_dir):
+    """PNG of the segmented canvas and of the docked widgets (in ``artifacts_dir``)."""
     from napari_cp2._evaluate_widget import EvaluateWidget
     from napari_cp2._workspace import Cp2Workspace
 
@@ -278,11 +275,12 @@ def test_screenshots(make_napari_viewer, tiny_cells, model_file):
     seg.run(viewer.layers["cells"])
     # show the true cells as the "corrected" labels
     viewer.layers["cells_cp2_masks"].data = truth
-    ARTIFACTS.mkdir(exist_ok=True)
-    canvas = viewer.screenshot(path=str(ARTIFACTS / "napari_canvas.png"), canvas_only=True)
+    canvas = viewer.screenshot(path=str(artifacts_dir / "napari_canvas.png"), canvas_only=True)
     assert canvas.mean() > 5 and len(np.unique(canvas.reshape(-1, canvas.shape[-1]), axis=0)) > 20
     viewer.window.resize(1500, 1100)
-    window = viewer.window.screenshot(path=str(ARTIFACTS / "napari_window.png"), canvas_only=False)
+    window = viewer.window.screenshot(
+        path=str(artifacts_dir / "napari_window.png"), canvas_only=False
+    )
     assert window.shape[0] > 500
     for name, widget in (("segment", seg), ("correct", cor), ("train", tr), ("evaluate", ev)):
-        assert widget.native.grab().save(str(ARTIFACTS / f"napari_widget_{name}.png"))
+        assert widget.native.grab().save(str(artifacts_dir / f"napari_widget_{name}.png"))
