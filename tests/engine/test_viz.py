@@ -38,11 +38,17 @@ def test_seg_npy_flows_rgb_is_flow_to_rgb(tmp_path, rng):
     np.testing.assert_array_equal(flows[1][0], viz.scale_to_uint8(prob))
 
 
-def test_moved_names_are_still_importable_from_io():
+def test_moved_names_have_one_home():
+    """No compatibility re-exports: atomic writes live in util, pictures in viz, not in io/zoo."""
+    from cp2_engine import zoo
+
     for name in ("atomic_write", "atomic_write_file", "give_default_permissions"):
-        assert getattr(io, name) is getattr(util, name)
+        assert name in util.__all__ and name not in io.__all__
+        with pytest.raises(AttributeError):
+            getattr(io, name)
     for name in ("flow_to_rgb", "masks_outlines", "overlay_png"):
-        assert getattr(io, name) is getattr(viz, name)
+        assert name in viz.__all__ and name not in io.__all__
+    assert "atomic_write_file" not in zoo.__all__
 
 
 def test_overlay_png_refuses_bad_input(tmp_path):

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
+from cp2_engine.util import atomic_write_file
 from cp2_engine.zoo import (
     MANIFEST_NAME,
     ZooCluster,
     ZooManifest,
-    atomic_write_file,
     load_zoo,
     save_zoo,
 )

@@ -2,9 +2,8 @@
 Cellpose outlines and GeoJSON (QuPath), measurement CSV tables,
 pairing images with labels. Writers are atomic and never overwrite an annotation unless asked.
 
-``atomic_write``, ``atomic_write_file`` and ``give_default_permissions`` (now in
-:mod:`cp2_engine.util`) and ``flow_to_rgb``, ``masks_outlines``, ``overlay_png`` (now in
-:mod:`cp2_engine.viz`) are still importable from here.
+Atomic writes themselves are in :mod:`cp2_engine.util`, pictures (flow colouring, outlines,
+overlays) in :mod:`cp2_engine.viz`.
 """
 
 import lazy_loader as _lazy
@@ -21,14 +20,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "find_label_files",
             "image_base",
             "split_label_name",
-        ],
-        "_reexports": [
-            "atomic_write",
-            "atomic_write_file",
-            "flow_to_rgb",
-            "give_default_permissions",
-            "masks_outlines",
-            "overlay_png",
         ],
         "_roi_formats": ["mask_rings", "save_geojson", "save_outlines_txt"],
         "_rois": ["save_imagej_rois"],

@@ -31,7 +31,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "Zoo",
             "ZooCluster",
             "ZooManifest",
-            "atomic_write_file",
             "load_zoo",
             "save_array",
             "save_zoo",

@@ -17,14 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cp2_engine.util import drain, relay
+from cp2_engine.util import atomic_write_file, drain, relay
 from cp2_engine.zoo._build_config import ZooBuildConfig
 from cp2_engine.zoo._clustering import cluster_styles, merge_small_clusters
 from cp2_engine.zoo._store import (
     Zoo,
     ZooCluster,
     ZooManifest,
-    atomic_write_file,
     load_zoo,
     save_array,
     save_zoo,

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cp2_engine.util import drain
-from cp2_engine.zoo._store import atomic_write_file
+from cp2_engine.util import atomic_write_file, drain
 
 log = logging.getLogger(__name__)
 

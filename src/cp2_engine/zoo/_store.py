@@ -29,7 +29,6 @@ __all__ = [
     "Zoo",
     "ZooCluster",
     "ZooManifest",
-    "atomic_write_file",
     "load_zoo",
     "save_array",
     "save_zoo",
