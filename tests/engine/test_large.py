@@ -428,13 +428,14 @@ def _page_faults_of_a_forward_pass():
 
     _pin_threads_to_worker()
     tune_allocator()
-    net = get_runner(CPnet().eval(), precision="fp32", backend="torch")
+    net = CPnet().eval()  # the runner holds it weakly: keep it alive here
+    runner = get_runner(net, precision="fp32", backend="torch")
     image = torch.rand(2, 224, 224 * 8)
     tiles = [(0, k, 0, 224 * k) for k in range(8)]
     faults = []
     for _ in range(2):  # the first pass allocates the buffers, the second should reuse them
         before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        accumulate_tiles(net, image, tiles, tile=(224, 224), batch_size=8)
+        accumulate_tiles(runner, image, tiles, tile=(224, 224), batch_size=8)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     return faults
 

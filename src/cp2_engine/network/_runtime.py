@@ -182,7 +182,9 @@ def _weights_key(net: torch.nn.Module) -> tuple:
 class NetRunner:
     """Runs batches of tiles through one network with a fixed backend and precision.
 
-    Get one with :func:`get_runner` (cached per network). Calling it with a
+    Get one with :func:`get_runner` (cached per network). The runner holds its network weakly
+    (so that a cached runner never keeps a network alive): keep a reference to the network
+    while you use it. Calling it with a
     ``(B, nchan, H, W)`` float32 tensor (H, W multiples of 8) returns float32 ``(B, nout, H, W)``
     outputs and ``(B, nstyle)`` styles, like ``CPnet.forward`` without autograd.
 
@@ -212,7 +214,10 @@ class NetRunner:
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         net = self._net()
         if net is None:
-            raise RuntimeError("the network of this runner no longer exists")
+            raise RuntimeError(
+                "the network of this runner no longer exists (a runner holds its network "
+                "weakly: keep a reference to the network while you use the runner)"
+            )
         if self.backend == "openvino":
             with self._lock:
                 return self._run_openvino(net, x)
