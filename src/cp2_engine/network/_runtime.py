@@ -15,7 +15,10 @@ Backends
     converted model is cached on disk (``$CP2_CACHE_DIR``, default ``~/.cache/cp2``) by the
     sha256 of the weights, so a second process skips the export.
 ``"auto"``
-    OpenVINO on the CPU where it imports, otherwise torch.
+    OpenVINO on a CPU with native bfloat16 where it imports, otherwise torch. On a CPU without
+    native bfloat16 OpenVINO's fp32 gain measured 1.1-1.3x over channels-last torch, less
+    than its per-process start-up on a few images (``docs/runtime.md``): ask for it there with
+    ``backend="openvino"``.
 """
 
 from __future__ import annotations
@@ -35,7 +38,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cp2_engine.network._device import autocast_for, resolve_device, resolve_precision
+from cp2_engine.network._device import (
+    autocast_for,
+    cpu_has_native_bf16,
+    resolve_device,
+    resolve_precision,
+)
 
 __all__ = [
     "BACKENDS",
@@ -133,8 +141,8 @@ def resolve_backend(backend: str | None, device, precision: str) -> str:
     Parameters
     ----------
     backend : {"auto", "torch", "openvino"} or None
-        ``"auto"`` (or None) takes OpenVINO on the CPU where it imports and can run
-        ``precision`` natively, else torch; the environment variable ``CP2_BACKEND``
+        ``"auto"`` (or None) takes OpenVINO on a CPU with native bfloat16 where it imports,
+        else torch; the environment variable ``CP2_BACKEND``
         (``"torch"`` or ``"openvino"``) replaces that choice.
     device : torch.device or str
         Where the network runs (OpenVINO runs on the CPU only).
@@ -165,6 +173,8 @@ def resolve_backend(backend: str | None, device, precision: str) -> str:
     usable = kind == "cpu" and openvino_available()
     if usable and precision == "bf16":
         usable = _openvino_bf16()
+    if backend == "auto":
+        usable = usable and cpu_has_native_bf16()
     if backend == "openvino" and not usable:
         raise ValueError(
             f"backend 'openvino' cannot run {precision} on {kind!r} here (it needs the "
