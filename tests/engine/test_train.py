@@ -410,6 +410,7 @@ def test_training_precision_is_the_one_policy(monkeypatch):
     from cp2_engine.network import _device
     from cp2_engine.training import TrainState
 
+    monkeypatch.delenv("CP2_PRECISION", raising=False)  # the suite pins fp32 (conftest.py)
     for native in (True, False):
         monkeypatch.setattr(_device, "cpu_has_native_bf16", lambda native=native: native)
         state = TrainState.create(_small_net(), precision="auto", learning_rate=0.1)
