@@ -50,6 +50,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--no-skimage", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="(the same run; for run_all)")
     args = parser.parse_args()
     labels, image = make_data(args.side, args.n)
     n_rois = len(np.unique(labels)) - 1
