@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import logging
 import os
@@ -129,6 +130,7 @@ def openvino_available() -> bool:
     return True
 
 
+@functools.cache
 def _openvino_bf16() -> bool:
     import openvino as ov
 
