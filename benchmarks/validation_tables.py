@@ -40,7 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("cp2_nuclei", "cp2_cyto")
-GAP_TARGET = 0.02  # issue 15: estimated-diameter AP@0.5 within this of the annotated one
+GAP_TARGET = 0.02  # target: estimated-diameter AP@0.5 within this of the annotated one
 DOC_MARK = "validation-tables"
 README_MARK = "readme-model-table"
 
@@ -234,7 +234,7 @@ def doc_section(results: list[dict], meta: dict) -> str:
         "images of |log(estimated / annotated)| (0.1 ≈ 10 % off), first for the size model's "
         "guess alone, then for the final estimate. *Gap* = AP@0.5 est. − AP@0.5 ann.; ✗ marks "
         f"an estimated-diameter AP@0.5 more than {GAP_TARGET} below the annotated one (the "
-        "issue-15 target). Per-image records (both "
+        "project's target). Per-image records (both "
         "diameters, AP, counts, seconds): "
         + ", ".join(f"`docs/validation/{r['model']}.json`" for r in results)
         + ".",
