@@ -11,6 +11,7 @@ steps per cycle, seed, validation AP, training cost) into a models folder.
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import time
@@ -102,6 +103,7 @@ def validation_images(
 def evaluate(
     model, recipe: BundledRecipe, *, data_root: str | os.PathLike | None = None,
     diameter: str = "gt", max_per_type: int | None = None, size_model_guess: bool = False,
+    compare_precision: str | None = None,
 ) -> list[dict]:  # fmt: skip
     """Segment every validation image; one record per image with its AP at ``THRESHOLDS``.
 
@@ -123,6 +125,11 @@ def evaluate(
     size_model_guess : bool
         Also record ``size_model_diameter``, the size model's first guess alone (one more
         network pass per image, outside ``seconds``), to compare with the refined estimate.
+    compare_precision : {"bf16", "fp16", "fp32"}, optional
+        Also segment each image at the same diameter in this network precision and record
+        ``precision_agreement``: the AP (same thresholds) of those masks scored against the
+        exact (fp32) masks (outside ``seconds``; the fp32 masks are the ones above when the
+        default precision is fp32, else one more pass).
 
     Examples
     --------
@@ -131,6 +138,7 @@ def evaluate(
     import torch
 
     from cp2_engine.metrics import average_precision
+    from cp2_engine.network import resolve_precision
 
     if diameter not in ("gt", "auto"):
         raise ValueError(f"diameter must be 'gt' or 'auto', got {diameter!r}")
@@ -151,6 +159,13 @@ def evaluate(
         if size_model_guess and model.size_model is not None:
             style = model.style(v.image, channels=v.channels)
             records[-1]["size_model_diameter"] = float(model.size_model.diameter_from_style(style))
+        if compare_precision is not None:
+            again = functools.partial(model.segment, v.image, channels=v.channels,
+                                      diameter=seg.diameter)  # fmt: skip
+            exact = seg if resolve_precision("auto") == "fp32" else again(precision="fp32")
+            other = again(precision=compare_precision)
+            agree = average_precision(exact.masks, other.masks, thresholds=THRESHOLDS)
+            records[-1]["precision_agreement"] = [float(a) for a in agree.ap[0]]
         logger.info("%s %s AP@0.5 %.3f", v.source, v.name[:16], ap.ap[0, 0])
     return records
 
