@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from collections import defaultdict
 from functools import cache
 from pathlib import Path
@@ -284,8 +286,7 @@ def test_the_checker_catches_a_forbidden_import(tmp_path, monkeypatch):
     }.items():
         (pkg / name).parent.mkdir(parents=True, exist_ok=True)
         (pkg / name).write_text(body)
-    monkeypatch.setattr(__import__(__name__), "SRC", fake, raising=False)
-    monkeypatch.setitem(globals(), "SRC", fake)
+    monkeypatch.setitem(globals(), "SRC", fake)  # undone after the test: SRC is real again
     lazy_exports.cache_clear()
     try:
         assert any("io imports cli" in v for v in package_violations())
@@ -296,3 +297,58 @@ def test_the_checker_catches_a_forbidden_import(tmp_path, monkeypatch):
         }
     finally:
         lazy_exports.cache_clear()
+
+
+def _top_level_names(path: Path) -> set[str]:
+    """Names a module defines at top level (def, class, assignment, import), ``if``/``try``
+    bodies included."""
+    names, todo = set(), list(ast.parse(path.read_text()).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)}
+        elif isinstance(node, ast.Import | ast.ImportFrom):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.If | ast.Try):
+            todo += [*node.body, *node.orelse, *getattr(node, "handlers", ())]
+            todo += getattr(node, "finalbody", [])
+        elif isinstance(node, ast.ExceptHandler):
+            todo += node.body
+    return names
+
+
+@pytest.mark.parametrize("package", [ENGINE, PLUGIN])
+def test_public_names_are_lazy_and_defined(package):
+    """Every ``__init__`` lists its public names with ``lazy_loader.attach`` (no hand-written
+    ``__getattr__``), and each listed name is defined where the list says."""
+    missing, hand_written = [], []
+    for init in sorted((SRC / package).rglob("__init__.py")):
+        pkg = module_name(init)
+        if any(isinstance(n, ast.FunctionDef) for n in ast.parse(init.read_text()).body):
+            hand_written.append(pkg)
+        for name, target in lazy_exports(pkg).items():
+            file = SRC / (target.replace(".", "/") + ".py")
+            found = (
+                name in _top_level_names(file) if file.is_file() else name in lazy_exports(target)
+            )
+            if not found:
+                missing.append(f"{pkg}.{name} (from {target})")
+    assert hand_written == []
+    assert missing == []
+    assert lazy_exports(ENGINE) and lazy_exports(PLUGIN)
+
+
+def test_importing_the_engine_is_cheap():
+    """``import cp2_engine`` imports neither torch nor a subpackage, and has a version."""
+    code = (
+        "import sys, cp2_engine\n"
+        "assert cp2_engine.__version__\n"
+        "heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy', 'scipy')"
+        " or m.startswith('cp2_engine.') and m != 'cp2_engine._version']\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,36 +1,21 @@
 """napari-cp2: the napari plugin for the cp2 engine (segment, correct, retrain, evaluate).
 
-The public names are the manifest's targets; see ``napari.yaml``.
+The public names are the manifest's widgets, reader and writers (see ``napari.yaml``), loaded
+lazily (``lazy_loader``) so that ``import napari_cp2`` does not import Qt or napari.
 """
 
-from __future__ import annotations
+import lazy_loader as _lazy
 
-__all__ = [
-    "CorrectWidget",
-    "Cp2Widget",
-    "EvaluateWidget",
-    "SegmentWidget",
-    "TrainWidget",
-    "get_reader",
-    "write_masks_tif",
-    "write_seg_npy",
-]
-
-_EXPORTS = {
-    "CorrectWidget": "._correct_widget",
-    "Cp2Widget": "._main_widget",
-    "EvaluateWidget": "._evaluate_widget",
-    "SegmentWidget": "._segment_widget",
-    "TrainWidget": "._train_widget",
-    "get_reader": "._io",
-    "write_masks_tif": "._io",
-    "write_seg_npy": "._io",
-}
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    raise AttributeError(f"module 'napari_cp2' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = _lazy.attach(
+    __name__,
+    submod_attrs={
+        "_batch_widget": ["BatchWidget"],
+        "_correct_widget": ["CorrectWidget"],
+        "_evaluate_widget": ["EvaluateWidget"],
+        "_io": ["get_reader", "write_masks_tif", "write_seg_npy"],
+        "_main_widget": ["Cp2Widget"],
+        "_measure_widget": ["MeasureWidget"],
+        "_segment_widget": ["SegmentWidget"],
+        "_train_widget": ["TrainWidget"],
+    },
+)

@@ -30,3 +30,20 @@ def test_manifest_name_and_ids():
 def test_command_imports(command):
     module, _, attr = command.partition(":")
     assert callable(getattr(importlib.import_module(module), attr))
+
+
+def test_public_names_are_the_manifests_widgets_reader_and_writers():
+    """``napari_cp2.__all__`` is exactly the widgets, reader and writers of the manifest, and
+    each public name is the object the manifest loads."""
+    import napari_cp2
+
+    pm = _manifest()
+    by_id = {c.id: c.python_name for c in pm.contributions.commands}
+    used = [w.command for w in pm.contributions.widgets]
+    used += [r.command for r in pm.contributions.readers]
+    used += [w.command for w in pm.contributions.writers]
+    targets = {by_id[c] for c in used}
+    assert sorted(t.partition(":")[2] for t in targets) == napari_cp2.__all__
+    for target in targets:
+        module, _, attr = target.partition(":")
+        assert getattr(napari_cp2, attr) is getattr(importlib.import_module(module), attr)
