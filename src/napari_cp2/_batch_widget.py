@@ -16,25 +16,22 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FileEdit,
     FloatSlider,
     FloatSpinBox,
     Label,
-    ProgressBar,
     PushButton,
     Table,
     create_widget,
 )
 from napari.utils.notifications import show_error, show_info
-from napari.viewer import Viewer
 from qtpy.QtWidgets import QSizePolicy
 
 from . import _jobs as jobs
-from ._jobrunner import JobRunner
+from ._panel import Cp2Panel
 from ._segment_widget import _CHAN, _CHAN2
 from ._tooltips import labelled as _w
-from ._workspace import CachedSegmentation, Cp2Workspace, workspace_for
+from ._workspace import CachedSegmentation
 
 __all__ = ["SOURCES", "BatchWidget"]
 
@@ -74,38 +71,20 @@ def _empty_table() -> dict:
     return {c: [] for c in ("image", "status", "ROIs", "diameter", "seconds", "error")}
 
 
-class BatchWidget(Container):
+class BatchWidget(Cp2Panel):
     """Segment many images in the background and open the results for correction.
 
-    Parameters
-    ----------
-    napari_viewer : napari.viewer.Viewer
-        The viewer to work in (napari passes it by this name when the widget is opened
-        from the Plugins menu).
-    workspace : Cp2Workspace, optional
-        Shared plugin state (default: the viewer's own).
-    threaded : bool, optional
-        Run the batch in a worker thread (default unless ``CP2_NAPARI_NOTHREADS`` is set).
+    Takes the viewer, ``workspace`` and ``threaded`` of :class:`~napari_cp2._panel.Cp2Panel`;
+    Cancel stops the batch after the image in progress (finished images keep their outputs).
     """
 
-    def __init__(
-        self, napari_viewer: Viewer, *, workspace: Cp2Workspace | None = None, threaded=None
-    ) -> None:
-        super().__init__()
-        self._viewer = napari_viewer
-        self._ws = workspace if workspace is not None else workspace_for(napari_viewer)
+    _progress_label = "images"
+
+    def _build(self) -> None:
         #: The last batch's result (``BatchResult``) and the arrays of a layer batch by name.
         self.result = None
         self._arrays: dict[str, np.ndarray] = {}
         self._index = -1
-        self._build()
-        self._jobs = JobRunner(
-            self._ws, progress=self._progress, status=self._status, threaded=threaded
-        )
-        self._ws.model_added.connect(lambda _key: self._model.reset_choices())
-        self._ws.project_changed.connect(lambda _p: self._model.reset_choices())
-
-    def _build(self) -> None:
         self._source = _w(ComboBox(choices=SOURCES, value=SOURCES[0]), "batch_source")
         self._folder = _w(FileEdit(mode="d"), "batch_folder")
         self._layer = _w(
@@ -130,9 +109,6 @@ class BatchWidget(Container):
         }
         self._measure = _w(CheckBox(value=True, text="measure ROIs (CSV)"), "batch_measure")
         self._run = _w(PushButton(text="Run batch"), "batch_run")
-        self._cancel = _w(PushButton(text="Cancel"), "cancel")
-        self._progress = ProgressBar(value=0, min=0, max=1, label="images")
-        self._status = Label(value="")
         self._table = Table(value=_empty_table())
         self._table.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self._prev = _w(PushButton(text="◀ Previous"), "batch_prev")
@@ -141,20 +117,16 @@ class BatchWidget(Container):
         self.extend(
             [self._source, self._folder, self._layer, self._out, self._model, self._chan,
              self._chan2, self._diameter, self._flow, self._cellprob, self._npy, self._overlay,
-             *self._formats.values(), self._measure, self._run, self._cancel, self._progress,
-             self._status, self._table, self._prev, self._next, self._shown]
+             *self._formats.values(), self._measure, self._run, *self.job_widgets(), self._table,
+             self._prev, self._next, self._shown]
         )  # fmt: skip
         self._run.changed.connect(lambda: self.run())
-        self._cancel.changed.connect(lambda: self.cancel())
         self._prev.changed.connect(lambda: self.show_result(self._index - 1))
         self._next.changed.connect(lambda: self.show_result(self._index + 1))
+        self._ws.model_added.connect(lambda _key: self._model.reset_choices())
+        self._ws.project_changed.connect(lambda _p: self._model.reset_choices())
 
     # ------------------------------------------------------------------ inputs
-    @property
-    def task(self):
-        """The last (or running) batch job."""
-        return self._jobs.task
-
     def _images(self) -> list | None:
         """The batch's images (paths or (name, array) pairs), or None after an error."""
         source = self._source.value
@@ -187,7 +159,7 @@ class BatchWidget(Container):
             raise ValueError("a batch of layers or frames needs an output folder")
         return None
 
-    def options(self) -> dict:
+    def batch_options(self) -> dict:
         """The engine options of the batch (settings, outputs)."""
         from cp2_engine.inference import SegmentConfig
 
@@ -223,12 +195,8 @@ class BatchWidget(Container):
             show_error(f"cp2: {err}.")
             return None
         self._arrays = dict(images) if isinstance(images[0], tuple) else {}
-        gen = jobs.batch_job(self._ws.models, key, images, out=out, **self.options())
+        gen = jobs.batch_job(self._ws.models, key, images, out=out, **self.batch_options())
         return self._jobs.start(gen, name="batch", on_done=self._on_done)
-
-    def cancel(self) -> bool:
-        """Stop the batch after the image in progress (finished images keep their outputs)."""
-        return self._jobs.cancel()
 
     def _on_done(self, result) -> None:
         self.result = result

@@ -5,17 +5,16 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-from magicgui.widgets import CheckBox, Container, Label, PushButton, SpinBox, create_widget
+from magicgui.widgets import CheckBox, Label, PushButton, SpinBox, create_widget
 from napari.layers import Labels
 from napari.utils.notifications import show_error, show_info
-from napari.viewer import Viewer
 
 from . import _jobs as jobs
 from ._edits import EditHistory, add_rois, delete_roi, merge_rois, relabel_roi
 from ._layers import SUFFIXES
+from ._panel import Cp2Panel
 from ._tooltips import LABELS, message
 from ._tooltips import labelled as _w
-from ._workspace import Cp2Workspace, workspace_for
 
 __all__ = ["PROPOSAL_LAYER", "CorrectWidget", "provenance_counts"]
 
@@ -43,31 +42,18 @@ def provenance_counts(prediction: np.ndarray | None, labels: np.ndarray):
     return account_rois(pred, labels)
 
 
-class CorrectWidget(Container):
+class CorrectWidget(Cp2Panel):
     """ROI-level corrections on a Labels layer (napari's own paint/fill/erase work too).
 
-    Parameters
-    ----------
-    napari_viewer : napari.viewer.Viewer
-        The viewer to work in (napari passes it by this name when the widget is opened
-        from the Plugins menu).
-    workspace : Cp2Workspace, optional
-        Shared plugin state (default: the viewer's own).
+    Takes the viewer and ``workspace`` of :class:`~napari_cp2._panel.Cp2Panel`.
     """
 
-    def __init__(self, napari_viewer: Viewer, *, workspace: Cp2Workspace | None = None) -> None:
-        super().__init__()
-        self._viewer = napari_viewer
-        self._ws = workspace if workspace is not None else workspace_for(napari_viewer)
+    def _build(self) -> None:
         self.history = EditHistory()
         self._hooked = None
         #: The ROI a click proposed (bool mask), waiting for Enter (accept) or Esc (discard).
         self.proposal: np.ndarray | None = None
-        self._build()
-        self._ws.prediction_shown.connect(self._on_prediction_shown)
-
-    def _build(self) -> None:
-        self._labels = _w(create_widget(annotation="napari.layers.Labels"), "labels")
+        self._labels_layer = _w(create_widget(annotation="napari.layers.Labels"), "labels")
         self._delete_mode = _w(CheckBox(value=False, text=LABELS["delete_mode"]), "delete_mode")
         self._click_mode = _w(CheckBox(value=False, text=LABELS["click_mode"]), "click_mode")
         self._shapes = _w(
@@ -84,7 +70,7 @@ class CorrectWidget(Container):
         self._accept = _w(PushButton(text=LABELS["accept"]), "accept")
         self._counts = Label(value="")
         self.extend(
-            [self._labels, self._delete_mode, self._click_mode, self._shapes, self._add,
+            [self._labels_layer, self._delete_mode, self._click_mode, self._shapes, self._add,
              self._merge_a, self._merge_b, self._merge, self._relabel_id, self._relabel,
              self._undo, self._accept, self._counts]
         )  # fmt: skip
@@ -93,16 +79,17 @@ class CorrectWidget(Container):
         self._relabel.changed.connect(lambda: self.relabel(self._relabel_id.value))
         self._undo.changed.connect(lambda: self.undo())
         self._accept.changed.connect(lambda: self.accept())
-        self._delete_mode.changed.connect(lambda _v: self._hook_layer(self._labels.value))
-        self._click_mode.changed.connect(lambda _v: self._hook_layer(self._labels.value))
-        self._labels.changed.connect(self._hook_layer)
-        self._hook_layer(self._labels.value)
+        self._delete_mode.changed.connect(lambda _v: self._hook_layer(self._labels_layer.value))
+        self._click_mode.changed.connect(lambda _v: self._hook_layer(self._labels_layer.value))
+        self._labels_layer.changed.connect(self._hook_layer)
+        self._hook_layer(self._labels_layer.value)
+        self._ws.prediction_shown.connect(self._on_prediction_shown)
 
     def _on_prediction_shown(self, labels_name: str, _image_name: str) -> None:
         """Follow the prediction the user just made: it is what they will correct."""
         if labels_name in self._viewer.layers:
-            self._labels.reset_choices()
-            self._labels.value = self._viewer.layers[labels_name]
+            self._labels_layer.reset_choices()
+            self._labels_layer.value = self._viewer.layers[labels_name]
 
     # ------------------------------------------------------------------ layer hooks
     def _hook_layer(self, layer) -> None:
@@ -142,7 +129,7 @@ class CorrectWidget(Container):
 
     # ------------------------------------------------------------------ editing core
     def _layer(self):
-        layer = self._labels.value
+        layer = self._labels_layer.value
         if layer is None:
             show_error(message("no_labels"))
         return layer
@@ -168,7 +155,7 @@ class CorrectWidget(Container):
 
     def delete_at(self, position, *, world: bool = False) -> int:
         """Delete the ROI under ``position`` (data coordinates unless ``world``); return its id."""
-        layer = self._labels.value
+        layer = self._labels_layer.value
         if layer is None:
             return 0
         value = layer.get_value(position, world=world) if world else _value_at(layer, position)
@@ -218,7 +205,7 @@ class CorrectWidget(Container):
 
     def undo(self) -> bool:
         """Undo the last edit made with this widget."""
-        layer = self._labels.value
+        layer = self._labels_layer.value
         previous = self.history.pop(layer.name) if layer is not None else None
         if previous is None:
             show_info(message("nothing_to_undo"))
@@ -230,7 +217,7 @@ class CorrectWidget(Container):
     # ------------------------------------------------------------------ provenance / accept
     def provenance(self):
         """ROI accounting of the chosen layer against its model prediction (None: no layer)."""
-        layer = self._labels.value
+        layer = self._labels_layer.value
         if layer is None:
             return None
         return provenance_counts(self._ws.prediction_for(layer.name), np.asarray(layer.data))
@@ -241,7 +228,7 @@ class CorrectWidget(Container):
         if acc is None:
             self._counts.value = ""
             return
-        layer = self._labels.value
+        layer = self._labels_layer.value
         assisted = self._assisted_in(layer) if layer is not None else []
         acc = acc.with_assisted(assisted)
         clicks = f" ({acc.n_assisted} by a click)" if acc.n_assisted else ""
@@ -305,7 +292,7 @@ class CorrectWidget(Container):
 
     def accept_proposal(self) -> int:
         """Add the proposed ROI (an "assisted" drawn ROI); return its label (0: none)."""
-        layer = self._labels.value
+        layer = self._labels_layer.value
         if self.proposal is None or layer is None:
             return 0
         result = self._edit(add_rois, self.proposal[None])

@@ -6,16 +6,14 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import Container, FileEdit, Label, LineEdit, PushButton, Table, create_widget
+from magicgui.widgets import FileEdit, Label, LineEdit, PushButton, Table, create_widget
 from napari.utils.notifications import show_error
-from napari.viewer import Viewer
 
 from . import _jobs as jobs
-from ._jobrunner import JobRunner
 from ._layers import SUFFIXES, TRUTH_SUFFIX
+from ._panel import Cp2Panel
 from ._tooltips import LABELS, message
 from ._tooltips import labelled as _w
-from ._workspace import Cp2Workspace, workspace_for
 
 __all__ = ["EvaluateWidget", "parse_thresholds"]
 
@@ -39,24 +37,16 @@ def parse_thresholds(text: str) -> tuple[float, ...]:
     return values
 
 
-class EvaluateWidget(Container):
+class EvaluateWidget(Cp2Panel):
     """Compare predicted labels with ground truth (a layer, or a folder of masks).
 
-    Parameters
-    ----------
-    napari_viewer : napari.viewer.Viewer
-        The viewer to work in (napari passes it by this name when the widget is opened
-        from the Plugins menu).
-    workspace : Cp2Workspace, optional
-        Shared plugin state (default: the viewer's own).
+    Takes the viewer and ``workspace`` of :class:`~napari_cp2._panel.Cp2Panel`; the evaluation
+    is quick and runs on the GUI thread.
     """
 
-    def __init__(self, napari_viewer: Viewer, *, workspace: Cp2Workspace | None = None) -> None:
-        super().__init__()
-        self._viewer = napari_viewer
-        self._ws = workspace if workspace is not None else workspace_for(napari_viewer)
+    def _build(self) -> None:
         self.result: dict | None = None
-        self._jobs = JobRunner(self._ws, threaded=False)  # quick: the GUI thread
+        self._threaded = False  # quick: the GUI thread
         self._pred = _w(create_widget(annotation="napari.layers.Labels"), "labels")
         self._truth = _w(
             create_widget(annotation="napari.layers.Labels", options={"nullable": True}), "truth"

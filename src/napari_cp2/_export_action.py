@@ -10,6 +10,7 @@ from pathlib import Path
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_info, show_warning
 
+from ._jobrunner import JobRunner, ProgressItem
 from ._workers import Task
 
 __all__ = ["ExportAction", "ask_save_path", "export_job"]
@@ -49,6 +50,9 @@ def export_job(model: str, out: Path, *, sample, diameter) -> Generator:
 class ExportAction(Container):
     """ "Export model…" button, progress bar and result line of the Train panel.
 
+    The export runs through the plugin's one job lifecycle (:class:`~napari_cp2._jobrunner.
+    JobRunner`): one at a time, registered in the workspace, errors as notifications.
+
     Parameters
     ----------
     workspace : Cp2Workspace
@@ -60,15 +64,21 @@ class ExportAction(Container):
     def __init__(self, workspace, *, threaded=None) -> None:
         super().__init__(labels=False)
         self._ws = workspace
-        self._threaded = threaded
-        self.task: Task | None = None
         #: The last export's ``ExportResult``.
         self.result = None
         self._button = PushButton(text="Export model…", tooltip=TOOLTIP)
         self._progress = ProgressBar(value=0, min=0, max=1, visible=False)
         self._status = Label(value="")
         self.extend([self._button, self._progress, self._status])
+        self._jobs = JobRunner(
+            workspace, progress=self._progress, status=self._status, threaded=threaded
+        )
         self._button.changed.connect(lambda: self.export())
+
+    @property
+    def task(self) -> Task | None:
+        """The last (or running) export."""
+        return self._jobs.task
 
     def _source(self):
         """(model path, sample image, diameter) of the open project, or None after a message."""
@@ -84,8 +94,7 @@ class ExportAction(Container):
 
     def export(self, path=None) -> Task | None:
         """Export the latest retrained model to ``path`` (None: ask with a save dialog)."""
-        if self.task is not None and self.task.running:
-            show_warning("cp2: an export is already running.")
+        if self._jobs.busy():
             return None
         source = self._source()
         if source is None:
@@ -96,45 +105,24 @@ class ExportAction(Container):
             if not path:
                 return None
         path = Path(path).with_suffix(".zip")
-        self._status.value = f"exporting {Path(model).name} to {path.name}…"
         self._progress.visible = True
-        self._progress.value = 0
-        self.task = Task(
+        return self._jobs.start(
             export_job(model, path, sample=sample, diameter=diameter),
-            name="export",
-            on_yield=self._on_progress,
+            name="model export",
+            on_yield=lambda event: ProgressItem(f"{event.stage}…", event.done, event.total),
             on_done=self._on_done,
-            on_error=self._on_error,
-            on_cancel=self._on_cancel,
-            threaded=self._threaded,
+            on_error=lambda _err: self._hide_progress(),
+            on_cancel=self._hide_progress,
         )
-        self._ws.tasks.append(self.task)
-        return self.task.start()
 
-    def _on_progress(self, event) -> None:
-        self._progress.max = max(1, int(event.total))
-        self._progress.value = int(event.done)
-        self._status.value = f"{event.stage}…"
-
-    def _finish(self) -> None:
-        if self.task in self._ws.tasks:
-            self._ws.tasks.remove(self.task)
+    def _hide_progress(self) -> None:
         self._progress.visible = False
 
     def _on_done(self, result) -> None:
-        self._finish()
+        self._hide_progress()
         self.result = result
         lines = [f"wrote {result.path.name} ({result.export_seconds:.0f} s)"]
         lines += [f"bioimageio test {t.weight_format}: {'passed' if t.passed else 'FAILED'}"
                   for t in result.tests]  # fmt: skip
         self._status.value = "\n".join(lines)
         (show_info if result.passed else show_warning)(f"cp2: {result.summary()}")
-
-    def _on_error(self, err: BaseException) -> None:
-        self._finish()
-        self._status.value = "export failed"
-        show_error(f"cp2: exporting the model failed: {err}")
-
-    def _on_cancel(self) -> None:
-        self._finish()
-        self._status.value = "export cancelled"

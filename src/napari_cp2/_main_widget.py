@@ -3,17 +3,15 @@ tabs of one widget."""
 
 from __future__ import annotations
 
-from magicgui.widgets import Container
-from napari.viewer import Viewer
 from qtpy.QtWidgets import QScrollArea, QTabWidget
 
 from ._batch_widget import BatchWidget
 from ._correct_widget import CorrectWidget
 from ._evaluate_widget import EvaluateWidget
 from ._measure_widget import MeasureWidget
+from ._panel import Cp2Panel
 from ._segment_widget import SegmentWidget
 from ._train_widget import TrainWidget
-from ._workspace import Cp2Workspace, workspace_for
 
 __all__ = ["Cp2Widget"]
 
@@ -21,34 +19,23 @@ __all__ = ["Cp2Widget"]
 TABS = ("Segment", "Correct", "Train", "Evaluate", "Batch", "Measure")
 
 
-class Cp2Widget(Container):
+class Cp2Widget(Cp2Panel):
     """One dock holding the cp2 panels as tabs, so the canvas keeps its width.
 
     The panels share the viewer's workspace, exactly as the separate widgets do; each
-    tab scrolls on its own on a small screen.
-
-    Parameters
-    ----------
-    napari_viewer : napari.viewer.Viewer
-        The viewer to work in (napari passes it by this name when the widget is opened
-        from the Plugins menu).
-    workspace : Cp2Workspace, optional
-        Shared plugin state (default: the viewer's own).
-    threaded : bool, optional
-        Run jobs in worker threads (default unless ``CP2_NAPARI_NOTHREADS`` is set).
+    tab scrolls on its own on a small screen. Takes the viewer, ``workspace`` and ``threaded``
+    of :class:`~napari_cp2._panel.Cp2Panel` and hands them to every panel; the dock itself
+    runs no job.
     """
 
-    def __init__(
-        self, napari_viewer: Viewer, *, workspace: Cp2Workspace | None = None, threaded=None
-    ) -> None:
-        super().__init__()
-        ws = workspace if workspace is not None else workspace_for(napari_viewer)
-        self.segment = SegmentWidget(napari_viewer, workspace=ws, threaded=threaded)
-        self.correct = CorrectWidget(napari_viewer, workspace=ws)
-        self.train = TrainWidget(napari_viewer, workspace=ws, threaded=threaded)
-        self.evaluate = EvaluateWidget(napari_viewer, workspace=ws)
-        self.batch = BatchWidget(napari_viewer, workspace=ws, threaded=threaded)
-        self.measure = MeasureWidget(napari_viewer, workspace=ws)
+    def _build(self) -> None:
+        panel = {"workspace": self._ws, "threaded": self._threaded}
+        self.segment = SegmentWidget(self._viewer, **panel)
+        self.correct = CorrectWidget(self._viewer, **panel)
+        self.train = TrainWidget(self._viewer, **panel)
+        self.evaluate = EvaluateWidget(self._viewer, **panel)
+        self.batch = BatchWidget(self._viewer, **panel)
+        self.measure = MeasureWidget(self._viewer, **panel)
         self.tabs = QTabWidget()
         for title, panel in zip(TABS, self.panels(), strict=True):
             scroll = QScrollArea()

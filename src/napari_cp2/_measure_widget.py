@@ -9,13 +9,12 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, Table, create_widget
+from magicgui.widgets import CheckBox, FileEdit, Label, PushButton, Table, create_widget
 from napari.utils.notifications import show_error, show_info
-from napari.viewer import Viewer
 from qtpy.QtWidgets import QSizePolicy
 
+from ._panel import Cp2Panel
 from ._tooltips import labelled as _w
-from ._workspace import Cp2Workspace, workspace_for
 
 __all__ = ["EXPORTS", "MeasureWidget", "layer_scale"]
 
@@ -68,22 +67,13 @@ def _intensity(image_layer, shape) -> tuple[np.ndarray | None, int | None]:
     )
 
 
-class MeasureWidget(Container):
+class MeasureWidget(Cp2Panel):
     """Measure the ROIs of a labels layer and export them.
 
-    Parameters
-    ----------
-    napari_viewer : napari.viewer.Viewer
-        The viewer to work in (napari passes it by this name when the widget is opened
-        from the Plugins menu).
-    workspace : Cp2Workspace, optional
-        Shared plugin state (default: the viewer's own).
+    Takes the viewer and ``workspace`` of :class:`~napari_cp2._panel.Cp2Panel`.
     """
 
-    def __init__(self, napari_viewer: Viewer, *, workspace: Cp2Workspace | None = None) -> None:
-        super().__init__()
-        self._viewer = napari_viewer
-        self._ws = workspace if workspace is not None else workspace_for(napari_viewer)
+    def _build(self) -> None:
         #: The last measurements (``RoiMeasurements``).
         self.measurements = None
         self._labels_layer = _w(create_widget(annotation="napari.layers.Labels"), "labels")

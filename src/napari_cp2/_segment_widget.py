@@ -9,21 +9,16 @@ import numpy as np
 from magicgui.widgets import (
     CheckBox,
     ComboBox,
-    Container,
     FileEdit,
     FloatSlider,
     FloatSpinBox,
-    Label,
-    ProgressBar,
     PushButton,
     SpinBox,
     create_widget,
 )
 from napari.utils.notifications import show_error, show_info, show_warning
-from napari.viewer import Viewer
 
 from . import _jobs as jobs
-from ._jobrunner import JobRunner
 from ._layers import (
     EngineImage,
     diameter_from_shapes,
@@ -31,9 +26,10 @@ from ._layers import (
     prepare_image,
     segmentation_layers,
 )
+from ._panel import Cp2Panel
 from ._tooltips import LABELS, message
 from ._tooltips import labelled as _w
-from ._workspace import CachedSegmentation, Cp2Workspace, workspace_for
+from ._workspace import CachedSegmentation
 
 __all__ = ["SegmentWidget"]
 
@@ -45,37 +41,17 @@ _CHAN += [(str(i), i) for i in range(4, 9)]
 _CHAN2 = [("none", 0), *_CHAN[1:]]
 
 
-class SegmentWidget(Container):
+class SegmentWidget(Cp2Panel):
     """Model choice and segmentation of an image layer (results: labels + hidden flow layers).
 
-    Parameters
-    ----------
-    napari_viewer : napari.viewer.Viewer
-        The viewer to work in (napari passes it by this name when the widget is opened
-        from the Plugins menu).
-    workspace : Cp2Workspace, optional
-        Shared plugin state (default: the viewer's own).
-    threaded : bool, optional
-        Run jobs in a worker thread (default unless ``CP2_NAPARI_NOTHREADS`` is set).
+    Takes the viewer, ``workspace`` and ``threaded`` of :class:`~napari_cp2._panel.Cp2Panel`.
     """
 
-    def __init__(
-        self, napari_viewer: Viewer, *, workspace: Cp2Workspace | None = None, threaded=None
-    ) -> None:
-        super().__init__()
-        self._viewer = napari_viewer
-        self._ws = workspace if workspace is not None else workspace_for(napari_viewer)
-        self._pending_recompute = False
-        self._build()
-        self._jobs = JobRunner(
-            self._ws, progress=self._progress, status=self._status, threaded=threaded
-        )
-        self._ws.model_added.connect(self._on_model_added)
-        self._ws.project_changed.connect(lambda _p: self._model.reset_choices())
-        self._ws.segment_requested.connect(self._on_segment_requested)
+    _progress_label = "progress"
 
     # ------------------------------------------------------------------------ layout
     def _build(self) -> None:
+        self._pending_recompute = False
         self._image = _w(create_widget(annotation="napari.layers.Image"), "image")
         self._model = _w(ComboBox(choices=self._model_choices), "model")
         self._model_file = _w(FileEdit(mode="r"), "model_file")
@@ -98,24 +74,22 @@ class SegmentWidget(Container):
         self._augment = _w(CheckBox(value=False, text=LABELS["augment"]), "augment")
         self._precision = _w(ComboBox(choices=["auto", "fp32", "bf16"], value="auto"), "precision")
         self._run = _w(PushButton(text=LABELS["run"]), "run")
-        self._cancel = _w(PushButton(text=LABELS["cancel"]), "cancel")
-        self._progress = ProgressBar(value=0, min=0, max=1, label="progress")
-        self._status = Label(value="")
         self.extend(
             [self._image, self._model, self._model_file, self._chan, self._chan2,
              self._channel_axis, self._do_3d, self._anisotropy, self._stitch, self._diameter,
              self._estimate, self._shapes, self._from_shapes, self._flow, self._cellprob,
-             self._augment, self._precision, self._run, self._cancel, self._progress,
-             self._status]
+             self._augment, self._precision, self._run, *self.job_widgets()]
         )  # fmt: skip
         self._image.changed.connect(self._on_image_changed)
         self._run.changed.connect(lambda: self.run())
-        self._cancel.changed.connect(lambda: self.cancel())
         self._estimate.changed.connect(lambda: self.estimate_diameter())
         self._from_shapes.changed.connect(lambda: self.diameter_from_shapes())
         self._flow.changed.connect(lambda _v: self.recompute())
         self._cellprob.changed.connect(lambda _v: self.recompute())
         self._on_image_changed(self._image.value)
+        self._ws.model_added.connect(self._on_model_added)
+        self._ws.project_changed.connect(lambda _p: self._model.reset_choices())
+        self._ws.segment_requested.connect(self._on_segment_requested)
 
     def _model_choices(self, _widget=None) -> list[tuple[str, str]]:
         return [*jobs.all_model_choices(self._ws), (FILE_CHOICE, FILE_CHOICE)]
@@ -189,7 +163,10 @@ class SegmentWidget(Container):
         )
 
     def _inputs(self, layer):
-        """(layer, EngineImage, model key) or None after telling the user what is wrong."""
+        """(layer, EngineImage, model key) of a new job, or None after telling the user what is
+        wrong (a job is running, no image, a bad channel, no model)."""
+        if self._jobs.busy():
+            return None
         layer = layer if layer is not None else self._image.value
         if layer is None:
             show_error(message("no_image"))
@@ -205,22 +182,6 @@ class SegmentWidget(Container):
             return None
         return layer, eimg, key
 
-    @property
-    def task(self) -> jobs.Task | None:
-        """The last (or running) job."""
-        return self._jobs.task
-
-    @property
-    def _threaded(self) -> bool | None:
-        return self._jobs.threaded
-
-    @_threaded.setter
-    def _threaded(self, value: bool | None) -> None:
-        self._jobs.threaded = value
-
-    def _busy(self) -> bool:
-        return self._jobs.busy()
-
     def _start(self, gen, *, name: str, on_done) -> jobs.Task | None:
         return self._jobs.start(gen, name=name, on_done=on_done, on_yield=self._on_progress)
 
@@ -230,8 +191,6 @@ class SegmentWidget(Container):
     # ------------------------------------------------------------------------ actions
     def run(self, image_layer=None) -> jobs.Task | None:
         """Segment ``image_layer`` (default: the selected one) in the background."""
-        if self._busy():
-            return None
         inputs = self._inputs(image_layer)
         if inputs is None:
             return None
@@ -248,10 +207,6 @@ class SegmentWidget(Container):
             **(self._stack_settings() if eimg.stack else {}),
         )
         return self._start(gen, name="segmentation", on_done=partial(self._on_segmented, layer))
-
-    def cancel(self) -> bool:
-        """Cancel the running job; tell the user when there is nothing to cancel."""
-        return self._jobs.cancel()
 
     def _on_segmented(self, layer, result) -> None:
         key, seg = result
@@ -343,8 +298,6 @@ class SegmentWidget(Container):
 
     def estimate_diameter(self) -> jobs.Task | None:
         """Estimate the diameter of the selected image with the model's size model."""
-        if self._busy():
-            return None
         inputs = self._inputs(None)
         if inputs is None:
             return None

@@ -8,27 +8,17 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import (
-    ComboBox,
-    Container,
-    FileEdit,
-    FloatSpinBox,
-    Label,
-    ProgressBar,
-    PushButton,
-    SpinBox,
-)
+from magicgui.widgets import ComboBox, FileEdit, FloatSpinBox, Label, PushButton, SpinBox
 from napari.layers import Image
 from napari.utils.notifications import show_error, show_info
-from napari.viewer import Viewer
 
 from . import _jobs as jobs
 from ._export_action import ExportAction
 from ._jobrunner import JobRunner, ProgressItem, format_eta
 from ._layers import layer_names
+from ._panel import Cp2Panel
 from ._tooltips import LABELS, message
 from ._tooltips import labelled as _w
-from ._workspace import Cp2Workspace, workspace_for
 
 __all__ = ["TrainWidget", "format_eta", "project_name"]
 
@@ -57,43 +47,22 @@ def _default_choice(choices) -> str:
     return DEFAULT_INITIAL_MODEL if DEFAULT_INITIAL_MODEL in choices else choices[0]
 
 
-class TrainWidget(Container):
+class TrainWidget(Cp2Panel):
     """Open/create a HITL project and retrain its model in the background.
 
-    Parameters
-    ----------
-    napari_viewer : napari.viewer.Viewer
-        The viewer to work in (napari passes it by this name when the widget is opened
-        from the Plugins menu).
-    workspace : Cp2Workspace, optional
-        Shared plugin state (default: the viewer's own).
-    threaded : bool, optional
-        Run training in a worker thread (default unless ``CP2_NAPARI_NOTHREADS`` is set).
+    Takes the viewer, ``workspace`` and ``threaded`` of :class:`~napari_cp2._panel.Cp2Panel`;
+    Cancel stops the retraining (the project keeps its previous model).
     """
 
-    def __init__(
-        self, napari_viewer: Viewer, *, workspace: Cp2Workspace | None = None, threaded=None
-    ) -> None:
-        super().__init__()
-        self._viewer = napari_viewer
-        self._ws = workspace if workspace is not None else workspace_for(napari_viewer)
+    _progress_label = "epochs"
+
+    def _build(self) -> None:
         self.last_record = None
         #: The last "suggest next image" ranking (``ImageScore`` list, most uncertain first).
         self.last_ranking: list = []
         self._last_loss = float("nan")
         #: Extra TrainConfig fields (e.g. a small ``bsize`` for quick tests).
         self.extra_config: dict = {}
-        self._build()
-        #: "Export model…": the latest retrained model as a BioImage.IO package.
-        self.export_action = ExportAction(self._ws, threaded=threaded)
-        self.append(self.export_action)
-        self._jobs = JobRunner(self._ws, progress=self._progress, status=self._status,
-                               threaded=threaded)  # fmt: skip
-        self._suggest_jobs = JobRunner(self._ws, status=self._suggestion, threaded=threaded)
-        self._ws.image_accepted.connect(lambda _name: self.refresh())
-        jobs.preload_training()
-
-    def _build(self) -> None:
         self._folder = _w(FileEdit(mode="d"), "project")
         self._open = _w(PushButton(text=LABELS["open_project"]), "open_project")
         self._initial = _w(ComboBox(choices=self._initial_choices), "initial_model")
@@ -105,23 +74,20 @@ class TrainWidget(Container):
         self._suggest = _w(PushButton(text=LABELS["suggest_next"]), "suggest_next")
         self._suggestion = Label(value="")
         self._retrain = _w(PushButton(text=LABELS["retrain"]), "retrain")
-        self._cancel = _w(PushButton(text=LABELS["cancel"]), "cancel")
-        self._progress = ProgressBar(value=0, min=0, max=DEFAULT_EPOCHS, label="epochs")
-        self._status = Label(value="")
+        self._progress.max = DEFAULT_EPOCHS
+        #: "Export model…": the latest retrained model as a BioImage.IO package.
+        self.export_action = ExportAction(self._ws, threaded=self._threaded)
         self.extend(
             [self._folder, self._open, self._initial, self._epochs, self._lr, self._wd,
-             self._accepted, self._suggest, self._suggestion, self._retrain, self._cancel,
-             self._progress, self._status]
+             self._accepted, self._suggest, self._suggestion, self._retrain, *self.job_widgets(),
+             self.export_action]
         )  # fmt: skip
+        self._suggest_jobs = JobRunner(self._ws, status=self._suggestion, threaded=self._threaded)
         self._open.changed.connect(lambda: self.open_project(self._folder.value))
         self._suggest.changed.connect(lambda: self.suggest_next())
         self._retrain.changed.connect(lambda: self.retrain())
-        self._cancel.changed.connect(lambda: self.cancel())
-
-    @property
-    def task(self) -> jobs.Task | None:
-        """The last (or running) retraining."""
-        return self._jobs.task
+        self._ws.image_accepted.connect(lambda _name: self.refresh())
+        jobs.preload_training()
 
     @property
     def suggest_task(self) -> jobs.Task | None:
@@ -262,10 +228,6 @@ class TrainWidget(Container):
             on_done=self._on_trained,
             total=config.n_epochs,
         )
-
-    def cancel(self) -> bool:
-        """Cancel the running retraining (the project keeps its previous model)."""
-        return self._jobs.cancel()
 
     def _on_event(self, n_epochs: int, event) -> ProgressItem | None:
         epoch = getattr(event, "epoch", None)

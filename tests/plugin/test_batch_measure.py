@@ -96,7 +96,7 @@ def test_batch_cancel_resume_measure_and_open_results(make_napari_viewer, qtbot,
     assert cached.segmentation.flows.shape == (2, *viewer.layers[labels_name].data.shape)
     bw._next.native.click()
     assert f"{Path(result.rows[2].image).stem}_cp2_masks" in viewer.layers
-    assert main.correct._labels.value.name == f"{Path(result.rows[2].image).stem}_cp2_masks"
+    assert main.correct._labels_layer.value.name == f"{Path(result.rows[2].image).stem}_cp2_masks"
     bw._prev.native.click()
     assert bw._shown.value.startswith("result 1/5")
 

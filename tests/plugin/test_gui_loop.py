@@ -60,7 +60,7 @@ def _max_gap(ticks: np.ndarray, *, before: float) -> tuple[float, int]:
 def _corrections(viewer, cor, truth):
     """Scripted human corrections: start from the truth, delete, merge, add via shapes."""
     labels = viewer.layers["img_a_cp2_masks"]
-    cor._labels.value = labels
+    cor._labels_layer.value = labels
     pred = np.asarray(labels.data)
     fixed = truth.copy()
     # the human keeps predicted ROIs on free pixels and paints the true cells (napari tools)
@@ -164,7 +164,7 @@ def test_full_loop(make_napari_viewer, qtbot, tmp_path, tiny_cells, model_file, 
     assert reopened.accepted_names() == ["img_a"]
     assert reopened.current_model == tr.last_record.model
     np.testing.assert_array_equal(viewer.layers["img_a_cp2_masks"].data, final)
-    cor2._labels.value = viewer.layers["img_a_cp2_masks"]
+    cor2._labels_layer.value = viewer.layers["img_a_cp2_masks"]
     assert cor2.provenance() == acc
     assert new_model in ws2.extra_models
     assert "img_a: " in tr2._accepted.value
@@ -204,14 +204,14 @@ def test_bad_input(make_napari_viewer, tmp_path, tiny_cells, model_file, notes):
     seg.run(rgb_layer)
 
     empty = viewer.add_labels(np.zeros((32, 32), np.uint16), name="empty")
-    cor._labels.value = empty
+    cor._labels_layer.value = empty
     assert cor.accept() is None  # no project yet
     tr.open_project(tmp_path / "p", initial_model=str(model_file))
     assert cor.accept() is None  # empty labels
     assert not cor.undo()
 
     kept = viewer.add_labels(np.ones((32, 32), np.uint16), name="kept")
-    cor._labels.value = kept
+    cor._labels_layer.value = kept
     assert not cor.merge(1, 5)  # no ROI 5
     np.testing.assert_array_equal(kept.data, 1)
 

@@ -160,7 +160,7 @@ def test_roi_accounting_matches_the_correct_panel(make_napari_viewer, qtbot, tmp
         tr._open.native.click()
         assert tr._ws.project is not None
 
-    assert cor._labels.value is viewer.layers[masks]  # the panel follows the new prediction
+    assert cor._labels_layer.value is viewer.layers[masks]  # the panel follows the new prediction
     n_pred = int(len(np.unique(viewer.layers[masks].data)) - 1)
     assert n_pred >= 10
     _delete_two_draw_one(viewer, cor, viewer.layers[masks])
@@ -192,7 +192,7 @@ def test_evaluate_defaults_follow_the_prediction(make_napari_viewer, qtbot):
     _wait_segmented(qtbot, seg, viewer, "dsb2018_fluo_nuclei_cp2_masks")
     pred = viewer.layers["dsb2018_fluo_nuclei_cp2_masks"]
     assert ev._pred.value is pred and ev._truth.value is truth
-    assert cor._labels.value is pred
+    assert cor._labels_layer.value is pred
     ev._run.native.click()
     assert ev.result is not None and ev.result["ap"][0] > 0.5
     assert not ev._canvas.isHidden()

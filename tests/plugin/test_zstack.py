@@ -113,7 +113,7 @@ def test_zstack_sample_segments_in_3d(make_napari_viewer, notes):
 
     # the Correct panel follows the 3-D prediction; delete and merge work in 3-D
     _, cor = viewer.window.add_plugin_dock_widget(PLUGIN, "Correct")
-    cor._labels.value = masks
+    cor._labels_layer.value = masks
     ids = [int(i) for i in np.unique(masks.data) if i]
     n = len(ids)
     assert cor.delete(ids[0])
@@ -145,7 +145,7 @@ def test_correct_panel_accepts_3d_labels_into_a_stack_project(make_napari_viewer
     _, cor = viewer.window.add_plugin_dock_widget(PLUGIN, "Correct")
     cor._ws.set_project(project)
     labels = viewer.add_labels(np.asarray(truth.data), name=f"{image.name}_cp2_masks")
-    cor._labels.value = labels
+    cor._labels_layer.value = labels
     n = int(labels.data.max())
     assert cor.delete(1)
     acc = cor.accept()
