@@ -10,7 +10,7 @@ from pathlib import Path
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 from napari.utils.notifications import show_error, show_info, show_warning
 
-from ._jobrunner import JobRunner, ProgressItem
+from ._jobrunner import JobRunner
 from ._workers import Task
 
 __all__ = ["ExportAction", "ask_save_path", "export_job"]
@@ -109,7 +109,6 @@ class ExportAction(Container):
         return self._jobs.start(
             export_job(model, path, sample=sample, diameter=diameter),
             name="model export",
-            on_yield=lambda event: ProgressItem(f"{event.stage}…", event.done, event.total),
             on_done=self._on_done,
             on_error=lambda _err: self._hide_progress(),
             on_cancel=self._hide_progress,

@@ -3,15 +3,14 @@
 A widget owns one :class:`JobRunner` per kind of job (the Train panel has two: retraining and
 ranking). The runner starts the engine generator as a :class:`~napari_cp2._workers.Task`,
 registers it in the workspace (so closing the viewer cancels it), refuses a second job while one
-runs, shows progress (``done`` / ``total`` / ``message`` / ``eta`` of the engine's events, or a
-plain string), and turns the end of the job into the same messages everywhere: the result goes
+runs, shows progress (``done`` / ``total`` / ``message`` of the engine's events, or a plain
+string), and turns the end of the job into the same messages everywhere: the result goes
 to the widget's callback, an error to a notification, a cancel to "cancelled".
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -20,54 +19,30 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from ._tooltips import message
 from ._workers import Task
 
-__all__ = ["JobRunner", "ProgressItem", "describe", "format_eta"]
-
-
-@dataclass(frozen=True)
-class ProgressItem:
-    """A progress line a widget makes from an engine event (``done`` of ``total``)."""
-
-    message: str
-    done: int
-    total: int
-    eta: float | None = None
-
-
-def format_eta(seconds: float) -> str:
-    """Format a duration as ``1m05s``.
-
-    Examples
-    --------
-    >>> format_eta(65.2)
-    '1m05s'
-    """
-    seconds = max(0, round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s"
+__all__ = ["JobRunner", "describe"]
 
 
 def describe(item: Any) -> tuple[str, int | None, int | None] | None:
     """(text, done, total) of a progress item; done/total None when it says nothing of them.
 
-    Strings are shown as they are (a ``ProgressText`` also carries done and total); engine
-    events with ``done``, ``total`` and ``message`` (and ``eta``) fill the bar.
+    Strings (the adapters' own steps, e.g. "loading model") are shown as they are; the engine's
+    events (every one a :class:`cp2_engine.util.ProgressEvent`) show their message and fill the
+    bar with ``done`` of ``total`` (an unknown total: 0, a busy indicator).
 
     Examples
     --------
     >>> from cp2_engine.batch import BatchProgress
-    >>> describe(BatchProgress(3, 10, "3/10 images", eta=70))
+    >>> describe(BatchProgress(done=3, total=10, message="3/10 images · ETA 1m10s"))
     ('3/10 images · ETA 1m10s', 3, 10)
     >>> describe("loading model")
     ('loading model', None, None)
     """
+    from cp2_engine.util import ProgressEvent
+
     if isinstance(item, str):
-        total = getattr(item, "total", None)
-        return str(item), getattr(item, "done", None), total
-    if hasattr(item, "done") and hasattr(item, "total"):
-        text = str(getattr(item, "message", "") or f"{item.done}/{item.total}")
-        eta = getattr(item, "eta", None)
-        if eta is not None:
-            text += f" · ETA {format_eta(eta)}"
-        return text, int(item.done), int(item.total)
+        return item, None, None
+    if isinstance(item, ProgressEvent):
+        return item.message or f"{item.done}/{item.total}", item.done, item.total or 0
     return None
 
 

@@ -16,7 +16,6 @@ import numpy as np
 from ._workers import Task
 
 __all__ = [
-    "ProgressText",
     "Task",
     "accept_labels",
     "evaluate_job",
@@ -128,47 +127,11 @@ def get_model(cache: dict, key: str):
     return cache[key]
 
 
-class ProgressText(str):
-    """A progress message that also says how far a stage is: ``done`` of ``total`` (a total
-    of 0: unknown, a busy indicator).
-
-    Examples
-    --------
-    >>> p = ProgressText("YX planes 3/8", done=3, total=8)
-    >>> p, p.done, p.total
-    ('YX planes 3/8', 3, 8)
-    """
-
-    def __new__(cls, text: str, *, done: int = 0, total: int = 0) -> ProgressText:
-        self = super().__new__(cls, text)
-        self.done, self.total = int(done), int(total)
-        return self
-
-
-def progress_text(event) -> ProgressText:
-    """The message of a ``PlaneProgress`` event of ``Model.iter_segment``.
-
-    Examples
-    --------
-    >>> from cp2_engine.inference import PlaneProgress
-    >>> progress_text(PlaneProgress("ZX planes", 12, 64))
-    'ZX planes 12/64'
-    >>> progress_text(PlaneProgress("masks", 0, 1)).total  # the dynamics: a busy indicator
-    0
-    """
-    if event.stage == "masks":
-        if event.done < event.total:
-            return ProgressText("computing masks")
-        return ProgressText("masks computed", done=1, total=1)
-    text = f"{event.stage} {event.done}/{event.total}"
-    return ProgressText(text, done=event.done, total=event.total)
-
-
 def segment_job(cache: dict, key: str, eimg, *, diameter: float, **settings) -> Generator:
     """Load the model (cached) and segment ``eimg`` (an :class:`EngineImage`).
 
-    Yields progress strings (per batch of planes for a z-stack, as :class:`ProgressText`, when
-    the segmenter has ``iter_segment``); returns ``(key, Segmentation)``.
+    Yields progress strings, then (a z-stack, when the segmenter has ``iter_segment``) the
+    engine's ``PlaneProgress`` events; returns ``(key, Segmentation)``.
     """
     yield f"loading model {key}"
     model = get_model(cache, key)
@@ -181,9 +144,7 @@ def segment_job(cache: dict, key: str, eimg, *, diameter: float, **settings) -> 
     }
     if not hasattr(model, "iter_segment"):  # e.g. a zoo router: no progress events
         return key, model.segment(eimg.image, **options)
-    from cp2_engine.util import relay
-
-    seg = yield from relay(model.iter_segment(eimg.image, **options), progress_text)
+    seg = yield from model.iter_segment(eimg.image, **options)
     return key, seg
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +13,13 @@ from napari.utils.notifications import show_error, show_info
 
 from . import _jobs as jobs
 from ._export_action import ExportAction
-from ._jobrunner import JobRunner, ProgressItem, format_eta
+from ._jobrunner import JobRunner
 from ._layers import layer_names
 from ._panel import Cp2Panel
 from ._tooltips import LABELS, message
 from ._tooltips import labelled as _w
 
-__all__ = ["TrainWidget", "format_eta", "project_name"]
+__all__ = ["TrainWidget", "project_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,14 +169,8 @@ class TrainWidget(Cp2Panel):
         return self._suggest_jobs.start(
             jobs.suggest_job(project),
             name="ranking the images",
-            on_yield=self._on_rank_progress,
             on_done=self._on_suggested,
         )
-
-    def _on_rank_progress(self, event) -> str | None:
-        if getattr(event, "name", ""):
-            return f"scoring {event.name} ({event.done + 1}/{event.total})…"
-        return None
 
     def _on_suggested(self, ranking) -> None:
         self.last_ranking = list(ranking)
@@ -224,19 +217,15 @@ class TrainWidget(Cp2Panel):
         return self._jobs.start(
             jobs.retrain_job(project, config),
             name="retraining",
-            on_yield=partial(self._on_event, config.n_epochs),
+            on_yield=self._on_event,
             on_done=self._on_trained,
-            total=config.n_epochs,
         )
 
-    def _on_event(self, n_epochs: int, event) -> ProgressItem | None:
-        epoch = getattr(event, "epoch", None)
-        if epoch is None or not hasattr(event, "eta"):
-            return None
-        self._last_loss = float(event.loss)
-        eta = format_eta(event.eta)
-        text = f"epoch {epoch + 1}/{n_epochs} · loss {event.loss:.4f} · ETA {eta}"
-        return ProgressItem(text, min(epoch + 1, n_epochs), n_epochs)
+    def _on_event(self, event):
+        """Show the training event as every job's; keep the last loss for the final message
+        (the last event with a loss is the last epoch's)."""
+        self._last_loss = float(getattr(event, "loss", self._last_loss))
+        return event
 
     def _on_trained(self, record) -> None:
         self.last_record = record

@@ -102,7 +102,7 @@ def test_hitl_numbers_have_the_right_shape(tiny_run):
 
 def test_events_count_up_to_the_total(tiny_run):
     _, events, _ = tiny_run
-    steps = [e.step for e in events]
+    steps = [e.done for e in events]
     assert steps == sorted(steps) and steps[-1] == events[-1].total
     assert events[-1].total == 1 + 2 * (_TINY.n_rounds + 1) + 1
     assert any("epoch" in e.message for e in events)

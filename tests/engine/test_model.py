@@ -171,7 +171,7 @@ def test_bad_input_raises_clear_errors(kwargs, error, match):
 def test_segment_many_yields_progress(rng):
     images = [rng.random((32, 32)), rng.random((40, 24))]
     steps = list(Model.random(seed=0).segment_many(images, diameter=30.0))
-    assert [(s.index, s.total) for s in steps] == [(1, 2), (2, 2)]
+    assert [(s.done, s.total) for s in steps] == [(1, 2), (2, 2)]
     assert steps[1].segmentation.masks.shape == (40, 24)
 
 

@@ -80,11 +80,15 @@ def test_two_cycles_second_starts_from_first_export(setup):
             break
     assert [c.steps for c in result.cycles] == [3, 2]
     steps = [e for e in events if isinstance(e, StepEvent)]
-    assert [e.step for e in steps] == [0, 1, 2, 0, 1]  # within each cycle
+    assert [(e.done, e.total) for e in steps] == [(1, 3), (2, 3), (3, 3), (1, 2), (2, 2)]
     assert {e.epoch for e in steps} == {None}  # a recipe has no epochs (the cycle: CycleStarted)
     saved = [e for e in events if isinstance(e, CheckpointSaved)]
-    assert [(e.step, e.epoch) for e in saved] == [(3, None), (2, None)]  # steps done
+    assert [(e.done, e.total, e.epoch) for e in saved] == [(3, 3, None), (2, 2, None)]
+    assert saved[0].message == "checkpoint saved after step 3"
     starts = [e for e in events if isinstance(e, CycleStarted)]
+    assert [(e.cycle, e.n_cycles, e.done, e.total) for e in starts] == [(1, 2, 0, 3), (2, 2, 0, 2)]
+    finished = [e for e in events if isinstance(e, CycleFinished)]
+    assert [(e.cycle, e.done, e.total) for e in finished] == [(1, 3, 3), (2, 2, 2)]
     assert starts[0].init is None and starts[1].init == str(tmp / "out" / "cycle1" / "tiny")
     init = load_checkpoint(tmp / "out" / "cycle2" / "train.ckpt")["init"]
     export1 = tmp / "out" / "cycle1" / "tiny"
@@ -176,12 +180,12 @@ def test_resume_from_a_periodic_checkpoint_is_bitwise(setup):
     recipe = write(text=text.replace("checkpoint_seconds = 1000", "checkpoint_seconds = 0"))
     ref, crash = tmp / "ref", tmp / "crash"
     for event in _gen(recipe, ref, tmp / "data"):
-        if isinstance(event, CheckpointSaved) and event.step == 2 and not crash.exists():
+        if isinstance(event, CheckpointSaved) and event.done == 2 and not crash.exists():
             shutil.copytree(ref, crash)  # the files as they are right after that checkpoint
     with open(crash / "cycle1" / "train_log.jsonl", "a", encoding="utf-8") as log:
         log.write('{"step": 2, "loss": 0.0, "lr": 0.0, "seconds": 0.0}\n{"step": 3, "lo')
     events = list(_gen(recipe, crash, tmp / "data"))
-    assert [e.start_step for e in events if isinstance(e, CycleStarted)] == [2, 0]
+    assert [e.done for e in events if isinstance(e, CycleStarted)] == [2, 0]
     for k in (1, 2):
         a, b = (load_checkpoint(d / f"cycle{k}" / "train.ckpt") for d in (ref, crash))
         for key in ("net", "optimizer", "ema", "step", "losses"):

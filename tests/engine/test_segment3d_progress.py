@@ -64,7 +64,7 @@ def test_stitched_progress_and_same_result(model, stack):
     seg, events = _run(model, stack, stitch_threshold=0.25)
     _check_order(events, ["planes", "masks"])
     n = stack.shape[0]
-    assert [e for e in events if e.stage == "planes"][-1] == PlaneProgress("planes", n, n)
+    assert [e for e in events if e.stage == "planes"][-1] == PlaneProgress.of("planes", n, n)
     _assert_same(seg, model.segment(stack, diameter=17, stitch_threshold=0.25))
 
 

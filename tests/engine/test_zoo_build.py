@@ -140,7 +140,7 @@ def test_a_zoo_is_a_full_segmenter(built):
     assert again.route == seg.route and again.masks.max() == 0
     assert model.style(img).shape == (256,)
     steps = list(model.segment_many([img, img], diameter=24))
-    assert [s.index for s in steps] == [1, 2]
+    assert [s.done for s in steps] == [1, 2]
     assert steps[0].segmentation.route.cluster == seg.route.cluster
     with pytest.raises(ValueError, match="size model"):  # these specialists have none
         model.estimate_diameter(img)

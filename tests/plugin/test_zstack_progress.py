@@ -1,6 +1,6 @@
-"""Per-plane progress of a z-stack segmentation in the Segment panel: the job relays the engine's
-``Model.iter_segment`` events as messages ("YX planes 12/64") that the panel's status line and
-progress bar show while the worker runs."""
+"""Per-plane progress of a z-stack segmentation in the Segment panel: the job passes on the
+engine's ``Model.iter_segment`` events, whose messages ("YX planes 12/64") and done / total the
+panel's status line and progress bar show (as for every job) while the worker runs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from napari_cp2._jobs import ProgressText, segment_job
+from napari_cp2._jobrunner import describe
+from napari_cp2._jobs import segment_job
 
 PLUGIN = "napari-cp2"
 
@@ -27,9 +28,9 @@ class _Stacked:
         self.options = options
         try:
             for done in range(3):
-                yield PlaneProgress("YX planes", done, 2)
-            yield PlaneProgress("masks", 0, 1)
-            yield PlaneProgress("masks", 1, 1)
+                yield PlaneProgress.of("YX planes", done, 2)
+            yield PlaneProgress.of("masks", 0, 1)
+            yield PlaneProgress.of("masks", 1, 1)
         finally:
             self.closed = True
         return "seg"
@@ -48,24 +49,22 @@ def _drain(gen):
             return items, stop.value
 
 
-def test_segment_job_relays_plane_progress():
+def test_segment_job_passes_on_plane_progress():
     model = _Stacked()
     items, result = _drain(segment_job({"m": model}, "m", _eimg(), diameter=0.0, do_3d=True))
     assert result == ("m", "seg")
     assert model.options == {"diameter": None, "channels": (0, 0), "channel_axis": None,
                              "do_3d": True}  # fmt: skip
     assert items[:2] == ["loading model m", "segmenting a z-stack of 3 planes"]
-    progress = items[2:]
-    assert progress == ["YX planes 0/2", "YX planes 1/2", "YX planes 2/2", "computing masks",
-                        "masks computed"]  # fmt: skip
-    assert all(isinstance(p, ProgressText) for p in progress)
-    assert [(p.done, p.total) for p in progress] == [(0, 2), (1, 2), (2, 2), (0, 0), (1, 1)]
+    shown = [describe(p) for p in items[2:]]  # what the panel's status line and bar show
+    assert shown == [("YX planes 0/2", 0, 2), ("YX planes 1/2", 1, 2), ("YX planes 2/2", 2, 2),
+                     ("computing masks", 0, 1), ("masks computed", 1, 1)]  # fmt: skip
 
 
 def test_cancelling_the_job_closes_the_engine_generator():
     model = _Stacked()
     gen = segment_job({"m": model}, "m", _eimg(), diameter=5.0, do_3d=True)
-    while next(gen) != "YX planes 1/2":
+    while getattr(next(gen), "message", "") != "YX planes 1/2":
         pass
     gen.close()
     assert model.closed

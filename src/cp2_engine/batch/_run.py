@@ -14,6 +14,7 @@ import time
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from cp2_engine.batch._outputs import (
     write_outputs,
     write_sidecar,
 )
-from cp2_engine.util import atomic_write
+from cp2_engine.util import ProgressEvent, atomic_write, format_duration
 
 __all__ = ["SUMMARY_NAME", "BatchProgress", "BatchResult", "BatchRow", "iter_segment_batch"]
 
@@ -42,15 +43,12 @@ _COLUMNS = ("image", "status", "model", "diameter", "n_rois", "seconds", "error"
 
 
 @dataclass(frozen=True)
-class BatchProgress:
-    """One image of a batch is finished.
+class BatchProgress(ProgressEvent):
+    """One image of a batch is finished: ``done`` of ``total`` images (segmented, skipped or
+    failed); the message says which image, how it ended and the time left.
 
     Attributes
     ----------
-    done, total : int
-        Images finished (segmented, skipped or failed) and in the batch.
-    message : str
-        One line for a status bar.
     image : str
         The image just finished ("" for the first event, before any image).
     status : str
@@ -59,9 +57,8 @@ class BatchProgress:
         Seconds left, from the images segmented so far (None before the first).
     """
 
-    done: int
-    total: int
-    message: str
+    tick: ClassVar[bool] = True
+
     image: str = ""
     status: str = ""
     eta: float | None = None
@@ -318,14 +315,15 @@ def iter_segment_batch(
     batch = _Batch(model, config or SegmentConfig(), segmenter, options)
     summary = _summary_path(items, out)
     rows: list[BatchRow] = []
-    yield BatchProgress(0, len(items), f"0/{len(items)} images")
+    yield BatchProgress(done=0, total=len(items), message=f"0/{len(items)} images")
     for i, item in enumerate(items):
         row = batch.run_one(item)
         rows.append(row)
         _write_summary(summary, rows)
         eta = batch.eta(len(items) - i - 1)
         text = f"{i + 1}/{len(items)} images · {item.name}: {row.status}"
-        yield BatchProgress(i + 1, len(items), text, item.name, row.status, eta)
+        text += f" · ETA {format_duration(eta)}" if eta is not None else ""
+        yield BatchProgress(item.name, row.status, eta, done=i + 1, total=len(items), message=text)
     measurements = None
     tables = {k: v for k, v in batch.tables.items() if v is not None}
     if measure and tables:

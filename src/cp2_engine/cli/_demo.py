@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cp2_engine.util import drain
+from cp2_engine.cli._progress import ProgressDisplay
 
 NAME = "demo"
 HELP = (
@@ -41,30 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _drive(gen):
-    """Show the demo's progress with tqdm; return the generator's result."""
-    from tqdm import tqdm
-
-    last_step = 0
-
-    def show(event) -> None:
-        nonlocal last_step
-        bar.total = event.total
-        bar.n = event.step
-        bar.set_postfix_str(event.message[-50:])
-        if event.step != last_step:
-            tqdm.write(event.message)
-            last_step = event.step
-
-    with tqdm(total=None, unit="step", desc="cp2 demo") as bar:
-        return drain(gen, on_event=show)
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the demo, print progress, a summary table, the report paths and napari hints."""
     from cp2_engine.demo import iter_demo, napari_hint, summary_lines
 
-    result = _drive(
+    result = ProgressDisplay("cp2 demo").follow(
         iter_demo(args.out, sample_dir=args.sample_dir, quick=args.quick, seed=args.seed)
     )
     print()

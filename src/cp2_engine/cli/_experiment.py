@@ -19,6 +19,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+from cp2_engine.cli._progress import ProgressDisplay
 from cp2_engine.util import drain
 
 NAME = "experiment"
@@ -118,21 +119,27 @@ def _data(args: argparse.Namespace, settings):
     return folder_data(folder, n_train=args.n_train, n_test=n_test, seed=args.seed)
 
 
-def _print_event(event) -> None:
-    from cp2_engine.hitl import Progress, Row
-    from cp2_engine.training import TrainStarted
+def _follow(gen):
+    """Drain an experiment: its result rows are printed, its progress events shown as every
+    job's (:class:`ProgressDisplay`); returns the generator's result."""
+    from cp2_engine.hitl import Row
 
-    if isinstance(event, Progress):
-        print(f"[{event.experiment}] {event.message}", flush=True)
-    elif isinstance(event, Row):
+    display = ProgressDisplay("experiment")
+
+    def show(event) -> None:
+        if not isinstance(event, Row):
+            display(event)
+            return
         keep = ("strategy", "init", "size", "seed", "step", "n_rois", "drawn", "fixed",
                 "human_rois", "ap50", "ap75", "train_seconds")  # fmt: skip
         text = ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                          for k, v in event.values.items() if k in keep)  # fmt: skip
         print(f"  {text}", flush=True)
-    elif isinstance(event, TrainStarted):
-        print(f"  training {event.n_images} images, epochs {event.start_epoch}.."
-              f"{event.n_epochs}", flush=True)  # fmt: skip
+
+    try:
+        return drain(gen, on_event=show)
+    finally:
+        display.close()
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -182,9 +189,9 @@ def run(args: argparse.Namespace) -> int:
     kw = {"pretrained": pretrained, "settings": settings, "journal": journal,
           "restart": args.restart, "report_only": args.report_only}  # fmt: skip
     if args.name == "learning-curve":
-        rows, stem = drain(iter_learning_curve(data, **kw), on_event=_print_event), args.name
+        rows, stem = _follow(iter_learning_curve(data, **kw)), args.name
     else:
-        rows = drain(iter_hitl_vs_offline(data, **kw), on_event=_print_event)
+        rows = _follow(iter_hitl_vs_offline(data, **kw))
         stem = f"{args.name}_keep{settings.keep_iou:g}"
     if not rows:
         print("no finished points yet: nothing to write")

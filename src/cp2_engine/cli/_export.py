@@ -66,8 +66,8 @@ def _diameter_from_masks(sample: Path) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``cp2 export`` and return the exit status (1 when bioimageio's test fails)."""
+    from cp2_engine.cli._progress import ProgressDisplay
     from cp2_engine.export import iter_export_bioimageio
-    from cp2_engine.util import drain
 
     sample = Path(args.sample) if args.sample else _default_sample(args.model)
     diameter = args.diameter
@@ -87,9 +87,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     try:
-        result = drain(
-            gen, on_event=lambda e: print(f"[{e.done}/{e.total}] {e.stage}", flush=True)
-        )
+        result = ProgressDisplay("export").follow(gen)
     except ImportError as err:
         print(f"cp2 export: error: {err}")
         return 2

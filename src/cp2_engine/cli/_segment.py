@@ -13,7 +13,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from cp2_engine.util import drain
+from cp2_engine.cli._progress import ProgressDisplay
 
 logger = logging.getLogger(__name__)
 
@@ -186,8 +186,6 @@ def _is_large(args: argparse.Namespace) -> bool:
 
 def _run_large(args: argparse.Namespace) -> int:
     """Segment one large image block by block on dask.distributed into a zarr array."""
-    from tqdm import tqdm
-
     from cp2_engine.large import iter_segment_large
 
     if len(args.paths) != 1 or args.out is None or args.out.suffix != ".zarr":
@@ -207,17 +205,7 @@ def _run_large(args: argparse.Namespace) -> int:
         n_workers=args.workers,
         config=_config(args),
     )
-
-    stages = {"TilesDone": "network", "BlockDone": "masks", "ChunkWritten": "writing labels"}
-
-    def show(event) -> None:
-        bar.total = event.total
-        bar.set_description(f"cp2 segment ({stages.get(type(event).__name__, 'blocks')})")
-        bar.n = event.done
-        bar.refresh()
-
-    with tqdm(unit="block", desc="cp2 segment (blocks)") as bar:
-        result = drain(gen, on_event=show)
+    result = ProgressDisplay("cp2 segment", unit="block").follow(gen)
     print(
         f"{args.paths[0]}: {result.n_cells} cells in {result.n_blocks} blocks "
         f"({result.n_blocks_skipped} already done) in {result.elapsed:.1f} s -> {result.out}"

@@ -19,7 +19,7 @@ import logging
 import time
 from pathlib import Path
 
-from cp2_engine.util import drain
+from cp2_engine.cli._progress import ProgressDisplay
 
 NAME = "train"
 HELP = "train or fine-tune a segmentation model on labelled images (_masks.tif / _seg.npy)"
@@ -156,45 +156,6 @@ def _option(args, recipe_opts: dict, name: str, default=None):
     return value if value not in (None, False) else recipe_opts.get(name, default)
 
 
-class _TrainBar:
-    """Shows ``iter_train``'s events on a tqdm bar made when training starts."""
-
-    def __init__(self, disable: bool) -> None:
-        self.disable, self.bar = disable, None
-
-    def __call__(self, event) -> None:
-        from tqdm import tqdm
-
-        kind = type(event).__name__
-        if kind == "TrainStarted":
-            total = (event.n_epochs - event.start_epoch) * event.steps_per_epoch
-            self.bar = tqdm(total=total, unit="step", disable=self.disable, desc="training")
-            print(f"training on {event.n_images} images; {event.n_skipped} skipped (too few ROIs)")
-            if event.start_epoch > 0:
-                print(f"resuming at epoch {event.start_epoch} of {event.n_epochs}")
-        elif kind == "StepEvent":
-            self.bar.update(1)
-            self.bar.set_postfix(epoch=event.epoch, loss=f"{event.loss:.3f}", lr=f"{event.lr:.3g}")
-        elif kind == "EpochEvent" and event.test_loss is not None:
-            self.bar.write(
-                f"epoch {event.epoch}: loss {event.loss:.4f}, test {event.test_loss:.4f}"
-            )
-        elif kind == "CheckpointSaved":
-            self.bar.write(f"checkpoint saved after epoch {event.epoch}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def follow(self, gen):
-        """Drain ``gen``, showing its events; close the bar at the end; return the result."""
-        try:
-            return drain(gen, on_event=self)
-        finally:
-            self.close()
-
-
 _FOLDER_ONLY = ("images", "test", "pretrained", "mode", "epochs", "lr", "weight_decay",
                 "batch_size", "seed", "min_train_masks", "bsize", "save_every", "channels",
                 "name", "resume", "restart", "size_model", "bf16", "precision",
@@ -206,35 +167,6 @@ _BUNDLED_ONLY = ("data", "workers", "steps", "time_budget", "init", "threads", "
 def _given(args: argparse.Namespace, names) -> list[str]:
     given = [n for n in names if getattr(args, n, None) not in (None, False)]
     return ["--" + n.replace("_", "-") for n in given]
-
-
-class _RecipeBar(_TrainBar):
-    """Shows ``iter_train_recipe``'s events: one tqdm bar per training cycle."""
-
-    def __call__(self, event) -> None:
-        from tqdm import tqdm
-
-        kind = type(event).__name__
-        if kind == "DataPrepared":
-            print(f"{event.n_images} training images ready ({event.seconds:.0f} s)")
-        elif kind == "CycleStarted":
-            desc = f"cycle {event.cycle}/{event.n_cycles}"
-            self.bar = tqdm(total=event.steps, initial=event.start_step, unit="step",
-                            disable=self.disable, desc=desc)  # fmt: skip
-            if event.start_step > 0:
-                print(f"{desc} resumes at step {event.start_step}")
-        elif kind == "CheckpointSaved":
-            self.bar.write(f"checkpoint saved after step {event.step}")
-        elif kind == "StepEvent":
-            self.bar.update(1)
-            self.bar.set_postfix(loss=f"{event.loss:.3f}", lr=f"{event.lr:.3g}")
-        elif kind == "CycleFinished":
-            self.close()
-            state = "already finished" if event.skipped else "finished"
-            print(f"cycle {event.cycle} {state}: {event.steps} steps, loss {event.loss:.4f}, "
-                  f"weights {event.export}")  # fmt: skip
-        elif kind == "Installed":
-            print(f"installed {event.path}; validation AP@0.5 {event.ap['ap50']:.3f}")
 
 
 def _run_bundled(args: argparse.Namespace) -> int:
@@ -252,7 +184,7 @@ def _run_bundled(args: argparse.Namespace) -> int:
         init=args.init, threads=args.threads, install=args.install, models_dir=args.models_dir,
         max_per_type=args.max_per_type,
     )  # fmt: skip
-    result = _RecipeBar(args.no_progress).follow(gen)
+    result = ProgressDisplay("training", disable=args.no_progress).follow(gen)
     print(f"trained {len(result.cycles)} cycle(s); final weights {result.export}")
     return 0
 
@@ -294,7 +226,7 @@ def _run_folder(args: argparse.Namespace) -> int:
         resume_from=resume, test_images=test.images if test else None,
         test_labels=test.labels if test else None,
     )  # fmt: skip
-    result = _TrainBar(args.no_progress).follow(gen)
+    result = ProgressDisplay("training", disable=args.no_progress).follow(gen)
     if _option(args, opts, "size_model", False):
         train_size_model(
             result.net, data.images, data.labels, model_path=save_path, channels=config.channels,

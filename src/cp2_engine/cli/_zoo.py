@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from cp2_engine.util import drain
+from cp2_engine.cli._progress import ProgressDisplay
 
 NAME = "zoo"
 HELP = "build a zoo of specialist models from style clusters, route images, evaluate"
@@ -76,8 +76,6 @@ def _base_model(spec: str, seed: int, device: str):
 
 
 def _run_build(args) -> int:
-    from tqdm import tqdm
-
     from cp2_engine.zoo import ZooBuildConfig, iter_build_zoo
 
     images, labels, _ = _load_data(args.data, args.mask_filter)
@@ -95,25 +93,12 @@ def _run_build(args) -> int:
     )
     base = _base_model(args.base, args.seed, args.device)
     gen = iter_build_zoo(images, labels, base_model=base, out=args.out, config=config)
-    zoo = _drain_with_progress(gen, tqdm)
+    zoo = ProgressDisplay("zoo").follow(gen)
     for c in zoo.manifest.clusters:
         print(f"cluster{c.id}: {c.n_images} images, diam_labels {c.diam_labels:.1f}, {c.model}")
     _style_plot(zoo, images, labels, args.seed)
     print(f"zoo written to {zoo.folder}")
     return 0
-
-
-def _drain_with_progress(gen, tqdm):
-    def show(event) -> None:
-        bar.set_description(event.message)
-        if type(event.train_event).__name__ == "StepEvent":
-            bar.update(1)
-            bar.set_postfix(loss=f"{event.train_event.loss:.3f}")
-        elif event.stage != "train":
-            bar.write(event.message)
-
-    with tqdm(unit="step", desc="zoo") as bar:
-        return drain(gen, on_event=show)
 
 
 def _style_plot(zoo, images, labels, seed: int) -> None:
@@ -167,15 +152,12 @@ def _run_route(args) -> int:
 
 
 def _run_eval(args) -> int:
-    from tqdm import tqdm
-
     from cp2_engine.zoo import ZooModel, iter_evaluate_zoo, plot_ap_curves
 
     model = ZooModel.load(args.zoo, device=args.device)
     images, labels, names = _load_data(args.test, args.mask_filter)
     gen = iter_evaluate_zoo(model, images, labels, names=names, channels=tuple(args.channels))
-    with tqdm(total=len(images), unit="image", desc="eval") as bar:
-        evaluation = drain(gen, on_event=lambda _: bar.update(1))
+    evaluation = ProgressDisplay("eval", unit="image").follow(gen)
     out = args.out or (args.zoo / "eval")
     out.mkdir(parents=True, exist_ok=True)
     evaluation.write_csv(out / "ap.csv")

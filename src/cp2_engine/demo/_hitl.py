@@ -52,7 +52,12 @@ def _retrain(project, label: str, step: int, total: int, losses: list):
             return stop.value
         if isinstance(event, EpochEvent):
             losses.append(float(event.loss))
-            yield DemoEvent(step, total, f"{label}: epoch {event.epoch + 1} loss {event.loss:.3f}")
+            yield DemoEvent(
+                event.epoch,
+                done=step,
+                total=total,
+                message=f"{label}: epoch {event.epoch + 1} loss {event.loss:.3f}",
+            )
 
 
 def _hitl_run(init: str, train, test, settings: DemoSettings, folder: Path, progress: list):
@@ -73,7 +78,7 @@ def _hitl_run(init: str, train, test, settings: DemoSettings, folder: Path, prog
     ap50, ap75, first = _test_scores(project.load_model(), test, settings.diameter)
     rounds = [HitlRound(0, None, 0, 0, 0, 0, ap50, ap75, 0.0, ())]
     progress[0] += 1
-    yield DemoEvent(*progress, f"HITL {init} ({start}): start AP@0.5 {ap50:.3f}")
+    yield DemoEvent.of(progress, f"HITL {init} ({start}): start AP@0.5 {ap50:.3f}")
     annotator, last = SimulatedAnnotator(), first
     for r in range(1, settings.n_rounds + 1):
         name = project.next_image()
@@ -87,7 +92,7 @@ def _hitl_run(init: str, train, test, settings: DemoSettings, folder: Path, prog
                                 correction.n_deleted, ap50, ap75, record.train_seconds,
                                 tuple(losses), n_fixed=correction.n_fixed))  # fmt: skip
         progress[0] += 1
-        yield DemoEvent(*progress, f"HITL {init} round {r}: drew {correction.n_drawn} + fixed "
+        yield DemoEvent.of(progress, f"HITL {init} round {r}: drew {correction.n_drawn} + fixed "
                                    f"{correction.n_fixed} ROIs, "
                                    f"test AP@0.5 {ap50:.3f}")  # fmt: skip
     for ckpt in (project.folder / "models").glob("round_*.ckpt"):

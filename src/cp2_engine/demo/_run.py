@@ -174,7 +174,7 @@ def iter_demo(
     result = dataclasses.replace(partial, report_md=md, report_html=html, figures=figures,
                                  seconds=time.perf_counter() - t0)  # fmt: skip
     progress[0] += 1
-    yield DemoEvent(*progress, f"report: {md}")
+    yield DemoEvent.of(progress, f"report: {md}")
     return result
 
 
@@ -187,7 +187,7 @@ def _segment_all(samples, seg_dir: Path, settings: DemoSettings, progress: list)
         images.append(_segment_sample(name, img, masks, model, seg_dir, settings.sample_crop))
         progress[0] += 1
         r = images[-1]
-        yield DemoEvent(*progress, f"{name} ({r.model}, diameter {r.diameter:.1f}): "
+        yield DemoEvent.of(progress, f"{name} ({r.model}, diameter {r.diameter:.1f}): "
                                    f"AP@0.5 {r.ap[0]:.3f}, AP@0.75 {r.ap[1]:.3f}")  # fmt: skip
     return images
 

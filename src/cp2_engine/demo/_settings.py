@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cp2_engine.util import ProgressEvent
+
 __all__ = ["DemoEvent", "DemoImage", "DemoResult", "DemoSettings", "HitlRound", "HitlRun"]
 
 
@@ -107,12 +109,27 @@ class DemoSettings:
 
 
 @dataclass(frozen=True)
-class DemoEvent:
-    """Progress of the demo: ``step`` of ``total`` finished, with a message."""
+class DemoEvent(ProgressEvent):
+    """Progress of the demo: ``done`` of ``total`` steps (an image, a HITL round...) finished;
+    ``epoch`` is set (a tick) for the epochs of a HITL retraining within a step.
 
-    step: int
-    total: int
-    message: str
+    Examples
+    --------
+    >>> DemoEvent.of([2, 9], "report: demo.md")
+    DemoEvent(done=2, total=9, message='report: demo.md', epoch=None)
+    """
+
+    epoch: int | None = None
+
+    @property
+    def tick(self) -> bool:  # type: ignore[override]
+        """An epoch of a retraining is a tick."""
+        return self.epoch is not None
+
+    @classmethod
+    def of(cls, progress, message: str) -> DemoEvent:
+        """The event of a ``[done, total]`` pair (the demo's running count)."""
+        return cls(done=progress[0], total=progress[1], message=message)
 
 
 @dataclass(frozen=True)

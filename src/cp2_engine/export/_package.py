@@ -21,7 +21,7 @@ from cp2_engine.export._describe import PackageFiles, build_description
 from cp2_engine.export._readme import PackageInfo, readme_text
 from cp2_engine.inference import Model, convert_image, fit_channels
 from cp2_engine.network import build_net_from_state
-from cp2_engine.util import atomic_write_file, drain
+from cp2_engine.util import ProgressEvent, atomic_write_file, drain
 
 __all__ = [
     "WEIGHT_FORMATS",
@@ -41,12 +41,21 @@ _TAGS = ("cellpose", "cp2", "instance-segmentation", "segmentation", "2d", "pyto
 
 
 @dataclass(frozen=True)
-class ExportProgress:
-    """One step of an export: ``stage`` is starting, ``done`` of ``total`` steps are over."""
+class ExportProgress(ProgressEvent):
+    """One step of an export: ``stage`` is starting, ``done`` of ``total`` steps are over.
+
+    Examples
+    --------
+    >>> ExportProgress.of("cover", 1, 4)
+    ExportProgress(done=1, total=4, message='cover…', stage='cover')
+    """
 
     stage: str
-    done: int
-    total: int
+
+    @classmethod
+    def of(cls, stage: str, done: int, total: int) -> ExportProgress:
+        """The event of ``stage`` starting after ``done`` of ``total`` steps."""
+        return cls(stage, done=done, total=total, message=f"{stage}…")
 
 
 @dataclass(frozen=True)
@@ -260,12 +269,12 @@ def iter_export_bioimageio(
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cp2-export-") as tmp:
         folder = Path(tmp)
-        yield ExportProgress("test tensors", 0, total)
+        yield ExportProgress.of("test tensors", 0, total)
         x = fit_channels(convert_image(image, normalize=False, **options), model.net.nchan)
         test_in, test_out, example = _test_tensors(
             model, x, model.diam_mean / diameter, test_size, folder
         )
-        yield ExportProgress("cover", 1, total)
+        yield ExportProgress.of("cover", 1, total)
         cover, n_masks = _cover(model, image, diameter, options, folder)
         stages = _stage_weights(model, formats, folder, example)
         done = 2
@@ -275,9 +284,9 @@ def iter_export_bioimageio(
             except StopIteration as stop:
                 weights = stop.value
                 break
-            yield ExportProgress(fmt, done, total)
+            yield ExportProgress.of(fmt, done, total)
             done += 1
-        yield ExportProgress("package", done, total)
+        yield ExportProgress.of("package", done, total)
         info = PackageInfo(
             name=name or model.name,
             description=description or metadata.get("description") or f"cp2 model {model.name}",
@@ -320,7 +329,7 @@ def iter_export_bioimageio(
     tests: list[FormatTest] = []
     if test:
         for fmt in formats:
-            yield ExportProgress(f"bioimageio test ({fmt})", done + 1 + len(tests), total)
+            yield ExportProgress.of(f"bioimageio test ({fmt})", done + 1 + len(tests), total)
             tests += test_package(out, weight_formats=[fmt])
     test_seconds = time.perf_counter() - t0 - export_seconds
     logger.info("exported %s in %.1f s (tests %.1f s)", out, export_seconds, test_seconds)

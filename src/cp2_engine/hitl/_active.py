@@ -29,12 +29,12 @@ from __future__ import annotations
 
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from cp2_engine.hitl._project_files import _spatial_shape
-from cp2_engine.util import drain
+from cp2_engine.util import ProgressEvent, drain
 
 __all__ = [
     "FLOW_SCALE",
@@ -82,12 +82,25 @@ class ImageScore:
 
 
 @dataclass(frozen=True)
-class RankProgress:
-    """Progress of a ranking: ``done`` of ``total`` images scored, ``name`` the current one."""
+class RankProgress(ProgressEvent):
+    """Progress of a ranking: ``done`` of ``total`` images scored, ``name`` the one being scored
+    now ("" when all are). Make one with :meth:`of`, which writes the message.
 
-    done: int
-    total: int
+    Examples
+    --------
+    >>> RankProgress.of(1, 3, "img_b").message, RankProgress.of(3, 3, "").message
+    ('scoring img_b (2/3)…', '3 images scored')
+    """
+
+    tick: ClassVar[bool] = True
+
     name: str
+
+    @classmethod
+    def of(cls, done: int, total: int, name: str) -> RankProgress:
+        """The event before scoring ``name`` (after ``done`` images), or at the end (no name)."""
+        text = f"scoring {name} ({done + 1}/{total})…" if name else f"{total} images scored"
+        return cls(name, done=done, total=total, message=text)
 
 
 def _spatial_axes(image: np.ndarray) -> tuple[int, int]:
@@ -229,10 +242,10 @@ def iter_rank_images(
                            for im in accepted])  # fmt: skip
     scores = []
     for i, name in enumerate(names):
-        yield RankProgress(i, len(names), name)
+        yield RankProgress.of(i, len(names), name)
         image = np.asarray(images[name])
         scores.append(_score_one(segmenter, name, image, styles, weights, kwargs, threshold))
-    yield RankProgress(len(names), len(names), "")
+    yield RankProgress.of(len(names), len(names), "")
     order = sorted(range(len(scores)), key=lambda i: (-scores[i].score, i))
     return [scores[i] for i in order]
 

@@ -136,10 +136,10 @@ def iter_rank_by_cost(
     names = list(images)
     scores = []
     for i, name in enumerate(names):
-        yield RankProgress(i, len(names), name)
+        yield RankProgress.of(i, len(names), name)
         image = np.asarray(images[name])
         scores.append(_score(segmenter, name, image, kwargs, keep_iou, threshold))
-    yield RankProgress(len(names), len(names), "")
+    yield RankProgress.of(len(names), len(names), "")
     order = sorted(range(len(scores)), key=lambda i: (-scores[i].score, i))
     return [scores[i] for i in order]
 

@@ -52,7 +52,7 @@ from cp2_engine.hitl._journal import (
     online_round,
     point_key,
 )
-from cp2_engine.util import drain
+from cp2_engine.util import ProgressEvent, drain
 
 logger = logging.getLogger(__name__)
 
@@ -174,13 +174,10 @@ class ExperimentSettings:
 
 
 @dataclass(frozen=True)
-class Progress:
-    """A step of an experiment: ``done`` of ``total`` units, with a human-readable message."""
+class Progress(ProgressEvent):
+    """A step of ``experiment``: ``done`` of ``total`` units (points or rounds)."""
 
     experiment: str
-    done: int
-    total: int
-    message: str
 
 
 @dataclass(frozen=True)
@@ -300,7 +297,8 @@ class _Runner:
                 continue
             if self.report_only:
                 return
-            yield Progress("hitl-vs-offline", step - 1, s.n_rounds, f"{strategy} round {step}")
+            text = f"{strategy} round {step}"
+            yield Progress("hitl-vs-offline", done=step - 1, total=s.n_rounds, message=text)
             project = project or self.project(tag, init, n_pool)
             name, drawn, fixed, seconds, model = yield from online_round(
                 project, step, annotator, self.journal, key, self._chooser(active)
@@ -452,7 +450,7 @@ def _offline_rows(run: _Runner, strategy: str, settings: ExperimentSettings):
 
     init = strategy.split("_")[0]
     for n in settings.offline_n:
-        yield Progress("hitl-vs-offline", 0, 1, f"{strategy} N={n}")
+        yield Progress("hitl-vs-offline", done=0, total=1, message=f"{strategy} N={n}")
         sub = Subset(size=n, seed=0, indices=tuple(range(n)))
         point = yield from run.offline_point(init, sub)
         if point is None:

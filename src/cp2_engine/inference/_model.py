@@ -486,7 +486,7 @@ class Model:
         Examples
         --------
         >>> model = Model.random(seed=0)
-        >>> [p.index for p in model.segment_many([np.ones((16, 16))] * 2, diameter=30)]
+        >>> [p.done for p in model.segment_many([np.ones((16, 16))] * 2, diameter=30)]
         [1, 2]
         """
         return iter_segment_many(self, images, config=config, **overrides)

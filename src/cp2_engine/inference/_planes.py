@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -29,26 +30,38 @@ from cp2_engine.inference._transforms import (
     resize_image,
 )
 from cp2_engine.network import get_runner
-from cp2_engine.util import drain
+from cp2_engine.util import ProgressEvent, drain
 
 
 @dataclass(frozen=True)
-class PlaneProgress:
+class PlaneProgress(ProgressEvent):
     """Progress of a z-stack segmentation: ``done`` of ``total`` steps of ``stage``.
 
     ``stage`` is ``"YX planes"``, ``"ZX planes"`` or ``"ZY planes"`` (the network on the planes
     of one orientation, ``do_3d``), ``"planes"`` (the network on the planes of a stitched run)
-    or ``"masks"`` (the dynamics and clustering: 0 of 1 before, 1 of 1 after).
+    or ``"masks"`` (the dynamics and clustering: 0 of 1 before, 1 of 1 after). Make one with
+    :meth:`of`, which writes the message.
 
     Examples
     --------
-    >>> PlaneProgress("YX planes", 3, 8)
-    PlaneProgress(stage='YX planes', done=3, total=8)
+    >>> PlaneProgress.of("YX planes", 3, 8)
+    PlaneProgress(done=3, total=8, message='YX planes 3/8', stage='YX planes')
+    >>> PlaneProgress.of("masks", 0, 1).message
+    'computing masks'
     """
 
+    tick: ClassVar[bool] = True
+
     stage: str
-    done: int
-    total: int
+
+    @classmethod
+    def of(cls, stage: str, done: int, total: int) -> PlaneProgress:
+        """The event of ``done`` of ``total`` steps of ``stage``, with its message."""
+        if stage == "masks":
+            text = "masks computed" if done >= total else "computing masks"
+        else:
+            text = f"{stage} {done}/{total}"
+        return cls(stage, done=done, total=total, message=text)
 
 
 def _channel_axis4(shape, z_axis: int, channel_axis: int | None) -> int:
@@ -158,7 +171,7 @@ def run_planes(net, vol: np.ndarray, config, *, device, channels_last: bool):
 def iter_run_planes(
     net, vol: np.ndarray, config, *, device, channels_last: bool, stage: str = "planes"
 ) -> Generator[PlaneProgress, None, tuple]:
-    """:func:`run_planes` as a generator: yields ``PlaneProgress(stage, done, N)`` first with
+    """:func:`run_planes` as a generator: yields ``PlaneProgress.of(stage, done, N)`` first with
     ``done=0``, then after every batch of tiles that finishes planes; returns what
     :func:`run_planes` returns.
 
@@ -196,7 +209,7 @@ def iter_run_planes(
     out, acc, style = None, {}, torch.zeros(0, dtype=torch.float64)
     batch = torch.empty((min(batch_size, len(jobs)), c, ty, tx), device=dev)
     done = 0
-    yield PlaneProgress(stage, done, n)
+    yield PlaneProgress.of(stage, done, n)
     for b0 in range(0, len(jobs), batch_size):
         chunk, before = jobs[b0 : b0 + batch_size], done
         for k, (p, (iy, ix, ys, xs)) in enumerate(chunk):
@@ -216,7 +229,7 @@ def iter_run_planes(
                 out[:, p] = (acc.pop(p) / weight)[:, py[0] : py[0] + h, px[0] : px[0] + w].cpu()
                 done += 1
         if done > before:
-            yield PlaneProgress(stage, done, n)
+            yield PlaneProgress.of(stage, done, n)
     return out, style.numpy(), len(jobs)
 
 

@@ -6,21 +6,23 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from cp2_engine.inference._transforms import check_image
+from cp2_engine.util import ProgressEvent
 
 __all__ = ["SegmentProgress", "Segmenter", "iter_segment_many"]
 
 
 @dataclass(frozen=True)
-class SegmentProgress:
-    """One step of :meth:`Segmenter.segment_many`: image ``index`` of ``total`` is done."""
+class SegmentProgress(ProgressEvent):
+    """One step of :meth:`Segmenter.segment_many`: ``done`` of ``total`` images are segmented;
+    ``segmentation`` is the last one's."""
 
-    index: int
-    total: int
+    tick: ClassVar[bool] = True
+
     segmentation: Any
 
 
@@ -65,8 +67,8 @@ def iter_segment_many(segmenter, images: Iterable, *, config=None, **overrides) 
     --------
     >>> from cp2_engine.inference import Model
     >>> steps = iter_segment_many(Model.random(seed=0), [np.ones((16, 16))] * 2, diameter=30)
-    >>> [(p.index, p.total) for p in steps]
-    [(1, 2), (2, 2)]
+    >>> [(p.done, p.total, p.message) for p in steps]
+    [(1, 2, 'image 1/2 segmented'), (2, 2, 'image 2/2 segmented')]
     """
     from cp2_engine.io import imread
 
@@ -75,4 +77,5 @@ def iter_segment_many(segmenter, images: Iterable, *, config=None, **overrides) 
         if isinstance(item, str | os.PathLike):
             item = imread(Path(item))
         seg = segmenter.segment(check_image(item), config=config, **overrides)
-        yield SegmentProgress(index=k + 1, total=len(items), segmentation=seg)
+        text = f"image {k + 1}/{len(items)} segmented"
+        yield SegmentProgress(seg, done=k + 1, total=len(items), message=text)

@@ -99,10 +99,10 @@ def _net_run(model, vol, config, stage: str) -> Generator:
 
 def _masks(flows, cellprob, config: SegmentConfig, niter: int, timer) -> Generator:
     """:func:`masks_from_stack_flows` between two ``"masks"`` progress events."""
-    yield PlaneProgress("masks", 0, 1)
+    yield PlaneProgress.of("masks", 0, 1)
     with timer("masks"):
         masks = masks_from_stack_flows(flows, cellprob, config=config, niter=niter)
-    yield PlaneProgress("masks", 1, 1)
+    yield PlaneProgress.of("masks", 1, 1)
     return masks
 
 

@@ -9,21 +9,35 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from cp2_engine.large._blocks import _part_path
+from cp2_engine.util import ProgressEvent
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ChunkWritten:
-    """Progress event: one output chunk was written."""
+class ChunkWritten(ProgressEvent):
+    """Progress event: output chunk ``index`` was written; ``done`` of ``total`` chunks are.
+
+    Examples
+    --------
+    >>> ChunkWritten.of((0, 0), 1, 4).message
+    'labels chunk (0, 0) written (1/4)'
+    """
+
+    tick: ClassVar[bool] = True
 
     index: tuple[int, int]
-    done: int
-    total: int
+
+    @classmethod
+    def of(cls, index, done: int, total: int) -> ChunkWritten:
+        """The event with its message."""
+        text = f"labels chunk {tuple(index)} written ({done}/{total})"
+        return cls(tuple(index), done=done, total=total, message=text)
 
 
 def duplicate_cells(part_a: np.ndarray, part_b: np.ndarray, areas_a, areas_b, *, min_fraction=0.5):
@@ -164,7 +178,7 @@ def write_chunks(client, grid, counts, dropped, parts_dir, out):
     ]
     try:
         for done, fut in enumerate(as_completed(writes), start=1):
-            yield ChunkWritten(fut.result(), done, len(writes))
+            yield ChunkWritten.of(fut.result(), done, len(writes))
     finally:
         client.cancel(writes)
     return total

@@ -13,8 +13,11 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
+
+from cp2_engine.util import ProgressEvent
 
 logger = logging.getLogger(__name__)
 
@@ -73,14 +76,28 @@ class BlockGrid:
 
 
 @dataclass(frozen=True)
-class BlockDone:
-    """Progress event: one block was segmented (or found finished by an earlier run)."""
+class BlockDone(ProgressEvent):
+    """Progress event: block ``index`` was segmented (or found finished by an earlier run,
+    ``skipped``); ``done`` of ``total`` blocks are. Make one with :meth:`of`.
+
+    Examples
+    --------
+    >>> BlockDone.of((0, 1), 12, 3, 4, False).message
+    'block (0, 1): 12 cells (3/4 blocks)'
+    """
+
+    tick: ClassVar[bool] = True
 
     index: tuple[int, int]
     n_cells: int
-    done: int
-    total: int
     skipped: bool
+
+    @classmethod
+    def of(cls, index, n_cells: int, done: int, total: int, skipped: bool) -> BlockDone:
+        """The event with its message."""
+        again = ", done before" if skipped else ""
+        text = f"block {tuple(index)}: {n_cells} cells ({done}/{total} blocks{again})"
+        return cls(tuple(index), n_cells, skipped, done=done, total=total, message=text)
 
 
 def open_lazy(source):

@@ -333,7 +333,7 @@ def _segment_each_block(client, job: _Job, segmenter, margin):
             counts[futures[fut]] = n
             skipped += was_done
             done += 1
-            yield BlockDone(futures[fut], n, done, len(futures), was_done)
+            yield BlockDone.of(futures[fut], n, done, len(futures), was_done)
     finally:
         client.cancel(list(futures))
     return counts, skipped

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from cp2_engine.inference import resolve_niter
 from cp2_engine.large._blocks import (
@@ -33,18 +34,34 @@ from cp2_engine.large._network import (
     intensity_range,
     network_input,
     network_sums,
+from cp2_engine.util import ProgressEvent
 )
 
 
 @dataclass(frozen=True)
-class TilesDone:
-    """Progress event: one block ran its network tiles (or an earlier run had)."""
+class TilesDone(ProgressEvent):
+    """Progress event: block ``index`` ran its ``n_tiles`` network tiles (or an earlier run
+    had, ``skipped``); ``done`` of ``total`` blocks have. Make one with :meth:`of`.
+
+    Examples
+    --------
+    >>> TilesDone.of((1, 0), 6, 2, 4, True).message
+    'network tiles of block (1, 0): 6 tiles (2/4 blocks, done before)'
+    """
+
+    tick: ClassVar[bool] = True
 
     index: tuple[int, int]
     n_tiles: int
-    done: int
-    total: int
     skipped: bool
+    @classmethod
+    def of(cls, index, n_tiles: int, done: int, total: int, skipped: bool) -> TilesDone:
+        """The event with its message."""
+        again = ", done before" if skipped else ""
+        text = f"network tiles of block {tuple(index)}: {n_tiles} tiles "
+        text += f"({done}/{total} blocks{again})"
+        return cls(tuple(index), n_tiles, skipped, done=done, total=total, message=text)
+
 
 
 def network_model(model):
@@ -243,13 +260,13 @@ def _progress(client, network: dict, masks: dict):
             if fut in by_future:
                 n_tiles, was_done = fut.result()
                 n_net += 1
-                yield TilesDone(by_future[fut], n_tiles, n_net, len(network), was_done)
+                yield TilesDone.of(by_future[fut], n_tiles, n_net, len(network), was_done)
                 continue
             n, was_done = fut.result()
             counts[masks[fut]] = n
             skipped += was_done
             n_masks += 1
-            yield BlockDone(masks[fut], n, n_masks, len(masks), was_done)
+            yield BlockDone.of(masks[fut], n, n_masks, len(masks), was_done)
     finally:
         client.cancel([*network.values(), *masks])
     return counts, skipped

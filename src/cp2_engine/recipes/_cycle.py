@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from cp2_engine.recipes._data import BundledRecipe
-from cp2_engine.recipes._events import CycleFinished, CycleResult, CycleStarted
+from cp2_engine.recipes._events import CycleResult, CycleStarted, cycle_finished
 from cp2_engine.recipes._schedule import _batches, ema_decay, learning_rate
 from cp2_engine.training import (
     CheckpointSaved,
@@ -137,9 +137,12 @@ def _train_cycle(spec: _CycleSpec, recipe: BundledRecipe, items, probs, opts: _O
     state, meta = _start_state(spec, recipe, opts.device)
     cfg, start = recipe.train, state.step
     steps = state.total_steps or spec.steps
-    yield CycleStarted(spec.cycle, spec.n_cycles, start, None if opts.time_budget and not
-                       state.total_steps else steps, str(opts.device),
-                       meta["init"]["file"] if meta["init"] else None)  # fmt: skip
+    total = None if opts.time_budget and not state.total_steps else steps
+    text = f"cycle {spec.cycle}/{spec.n_cycles}"
+    text += f" resumes at step {start}" if start else f": {total or '?'} steps on {opts.device}"
+    yield CycleStarted(spec.cycle, spec.n_cycles, str(opts.device),
+                       meta["init"]["file"] if meta["init"] else None, done=start, total=total,
+                       message=text)  # fmt: skip
     trim_log(log_path, "step", start)
     plan = StepPlan(
         steps=spec.steps, learning_rate=lambda step, total: learning_rate(step, total, cfg),
@@ -157,13 +160,15 @@ def _train_cycle(spec: _CycleSpec, recipe: BundledRecipe, items, probs, opts: _O
         def save() -> CheckpointSaved:
             log.flush()
             state.save_checkpoint(ckpt_path, **meta)
-            return CheckpointSaved(ckpt_path, state.step)
+            total = state.total_steps or (None if opts.time_budget else spec.steps)
+            text = f"checkpoint saved after step {state.step}"
+            return CheckpointSaved(ckpt_path, done=state.step, total=total, message=text)
 
         yield from run_steps(state, batches, plan, save=save, record=record)
         yield save()
     export = _export(state, recipe, spec.folder, meta)
     mean50 = float(np.mean(state.losses[-50:]))
-    yield CycleFinished(spec.cycle, state.step, mean50, state.seconds, export, False)
+    yield cycle_finished(spec.cycle, state.step, mean50, state.seconds, export, skipped=False)
     return CycleResult(spec.cycle, state.step, tuple(state.losses), state.seconds, export,
                        meta["hardware"], meta["init"])  # fmt: skip
 

@@ -12,34 +12,48 @@ from cp2_engine.training import TrainEvent
 
 @dataclass(frozen=True)
 class DataPrepared(TrainEvent):
-    """The training images are ready (``n_images`` over all sources)."""
+    """The training images are ready: ``done`` = ``total`` = images over all sources, prepared
+    in ``seconds``."""
 
-    n_images: int
     seconds: float
 
 
 @dataclass(frozen=True)
 class CycleStarted(TrainEvent):
-    """Cycle ``cycle`` (1-based, of ``n_cycles``) starts or resumes at ``start_step``."""
+    """Cycle ``cycle`` (1-based, of ``n_cycles``) starts, or resumes after ``done`` of its
+    ``total`` steps (None: a time budget fixes them after the probe steps)."""
 
     cycle: int
     n_cycles: int
-    start_step: int
-    steps: int | None
     device: str
     init: str | None
 
 
 @dataclass(frozen=True)
 class CycleFinished(TrainEvent):
-    """Cycle ``cycle`` is done (``skipped``: it was finished by an earlier call)."""
+    """Cycle ``cycle`` is done after ``done`` (= ``total``) steps (``skipped``: it was finished
+    by an earlier call); ``loss`` is the mean of its last 50 step losses."""
 
     cycle: int
-    steps: int
     loss: float
     seconds: float
     export: Path
     skipped: bool
+
+
+def cycle_finished(cycle: int, steps: int, loss: float, seconds: float, export: Path, *,
+                   skipped: bool) -> CycleFinished:  # fmt: skip
+    """The :class:`CycleFinished` event of a cycle of ``steps`` steps, with its message.
+
+    Examples
+    --------
+    >>> cycle_finished(2, 100, 0.5, 9.0, Path("w"), skipped=True).message
+    'cycle 2 already finished: 100 steps, loss 0.5000, weights w'
+    """
+    state = "already finished" if skipped else "finished"
+    text = f"cycle {cycle} {state}: {steps} steps, loss {loss:.4f}, weights {export}"
+    return CycleFinished(cycle, loss, seconds, export, skipped, done=steps, total=steps,
+                         message=text)  # fmt: skip
 
 
 @dataclass(frozen=True)

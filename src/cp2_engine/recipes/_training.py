@@ -45,7 +45,7 @@ from cp2_engine.recipes._data import (
     prepare_data,
     sampling_weights,
 )
-from cp2_engine.recipes._events import CycleFinished, CycleResult, DataPrepared, RecipeResult
+from cp2_engine.recipes._events import CycleResult, DataPrepared, RecipeResult, cycle_finished
 from cp2_engine.recipes._install import Installed, install_recipe
 from cp2_engine.training import TrainEvent
 from cp2_engine.util import drain
@@ -122,9 +122,10 @@ def iter_train_recipe(
     ------
     TrainEvent
         :class:`DataPrepared`, :class:`CycleStarted` (the cycle number),
-        :class:`cp2_engine.training.StepEvent` (``step`` within the cycle, ``epoch`` None),
-        :class:`cp2_engine.training.CheckpointSaved` (``step`` = the cycle's steps done),
-        :class:`CycleFinished` and, with ``install``, :class:`cp2_engine.recipes.Installed`.
+        :class:`cp2_engine.training.StepEvent` (``done`` = steps within the cycle, ``epoch``
+        None), :class:`cp2_engine.training.CheckpointSaved` (``done`` = the cycle's steps,
+        ``epoch`` None), :class:`CycleFinished` and, with ``install``,
+        :class:`cp2_engine.recipes.Installed`.
 
     Returns
     -------
@@ -157,7 +158,10 @@ def iter_train_recipe(
                 recipe, results, data_root=root, models_dir=models_dir or MODELS_DIR,
                 which=which, max_per_type=max_per_type, device=device,
             )  # fmt: skip
-            yield Installed(installed.weights, installed.validation["diameter_gt"]["all"])
+            ap = installed.validation["diameter_gt"]["all"]
+            yield Installed(installed.weights, ap, done=1, total=1,
+                            message=f"installed {installed.weights}; validation AP@0.5 "
+                            f"{ap['ap50']:.3f}")  # fmt: skip
     finally:
         torch.set_num_threads(before)
     return RecipeResult(recipe, out, tuple(results), installed)
@@ -172,15 +176,21 @@ def _iter_cycles(recipe, plan, out: Path, root: Path, opts: _Options, init, thre
         if (folder / recipe.name).is_file():
             done = _finished_cycle(folder, recipe, k)
             results.append(done)
-            yield CycleFinished(k, done.steps, float(np.mean(done.losses[-50:])), done.seconds,
-                                done.export, True)  # fmt: skip
+            yield cycle_finished(k, done.steps, float(np.mean(done.losses[-50:])), done.seconds,
+                                 done.export, skipped=True)  # fmt: skip
             continue
         if items is None:
             t0 = time.perf_counter()
             items = prepare_data(recipe, root, cache=out / "data.pt")
             probs = sampling_weights(items, recipe)
             torch.set_num_threads(threads)  # numba's OpenMP pool may have changed it
-            yield DataPrepared(len(items), time.perf_counter() - t0)
+            seconds = time.perf_counter() - t0
+            yield DataPrepared(
+                seconds,
+                done=len(items),
+                total=len(items),
+                message=f"{len(items)} training images ready ({seconds:.0f} s)",
+            )
         start = Path(init) if k == 1 and init is not None else None
         spec = _CycleSpec(k, len(plan), steps, folder, results[-1].export if k > 1 else start)
         results.append((yield from _train_cycle(spec, recipe, items, probs, opts)))

@@ -18,7 +18,6 @@ import numpy as np
 
 from cp2_engine.training._config import TrainConfig
 from cp2_engine.training._driver import TrainState, load_checkpoint
-from cp2_engine.training._events import CheckpointSaved
 from cp2_engine.training._prepare import _Data
 from cp2_engine.util import atomic_write_file
 
@@ -101,7 +100,7 @@ def _resume(path, state: TrainState, data: _Data, config: TrainConfig, per_epoch
 
 
 def _save(state: TrainState, run: _Run, data: _Data, config: TrainConfig, model_path: Path,
-          diam_labels: float) -> CheckpointSaved:  # fmt: skip
+          diam_labels: float) -> None:  # fmt: skip
     """Write the model, its checkpoint and the loss plot after epoch ``run.epoch``."""
     from cp2_engine.network import save_model
 
@@ -117,4 +116,3 @@ def _save(state: TrainState, run: _Run, data: _Data, config: TrainConfig, model_
         diam_labels=diam_labels, config=dataclasses.asdict(config),
     )  # fmt: skip
     _plot_losses(run.losses, run.test_losses, Path(str(model_path) + "_loss.png"))
-    return CheckpointSaved(path=model_path, step=state.step, epoch=run.epoch)

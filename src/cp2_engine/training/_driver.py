@@ -302,6 +302,17 @@ def _budget_steps(budget: float, elapsed: float, done: int, step: int) -> int:
     return total
 
 
+def _step_event(state: TrainState, plan: StepPlan, loss: float, lr: float) -> StepEvent:
+    """The event of the step just taken: ``done`` of the run's steps (None: budget not fixed)."""
+    total = state.total_steps or (None if plan.time_budget else plan.steps)
+    text = f"step {state.step}/{total or '?'} · loss {loss:.4f} · lr {lr:.3g}"
+    epoch = None
+    if plan.steps_per_epoch:
+        epoch = (state.step - 1) // plan.steps_per_epoch
+        text = f"epoch {epoch + 1}/{plan.steps // plan.steps_per_epoch} · {text}"
+    return StepEvent(loss, lr, state.seconds, epoch, done=state.step, total=total, message=text)
+
+
 def run_steps(
     state: TrainState,
     batches: Iterator,
@@ -345,7 +356,7 @@ def run_steps(
     >>> [type(e).__name__ for e in events], state.step
     (['StepEvent', 'StepEvent'], 2)
     """
-    start, epoch_of = state.step, plan.steps_per_epoch
+    start = state.step
     t_start = t_prev = last_save = time.perf_counter()
     try:
         while state.step < (state.total_steps or plan.steps):
@@ -362,8 +373,7 @@ def run_steps(
                                                   state.step)  # fmt: skip
             if record is not None:
                 record(loss, lr)
-            epoch = (state.step - 1) // epoch_of if epoch_of else None
-            yield StepEvent(state.step - 1, loss, lr, state.seconds, epoch)
+            yield _step_event(state, plan, loss, lr)
             if after_step is not None:
                 yield from after_step()
             due = plan.checkpoint_seconds is not None and now - last_save > plan.checkpoint_seconds

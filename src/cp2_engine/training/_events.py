@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cp2_engine.training._config import TrainConfig
+from cp2_engine.util import ProgressEvent
 
 
 @dataclass(frozen=True)
-class TrainEvent:
-    """Base class of the events yielded by :func:`iter_train`."""
+class TrainEvent(ProgressEvent):
+    """Base class of the events yielded by :func:`iter_train` (and recipe training).
+
+    ``done`` / ``total`` count SGD steps: over the whole run for an epoch run, within the cycle
+    for a recipe cycle (``total`` None while a time budget has not fixed it); the recipe's
+    :class:`~cp2_engine.recipes.DataPrepared` counts images and
+    :class:`~cp2_engine.recipes.Installed` is 1 of 1.
+    """
 
 
 @dataclass(frozen=True)
 class TrainStarted(TrainEvent):
-    """Training is about to start (after data preparation)."""
+    """Training is about to start (after data preparation); ``done`` steps were taken before
+    (a resumed run starts at epoch ``start_epoch``, 0-based)."""
 
     n_images: int
     n_skipped: int
@@ -30,14 +38,15 @@ class TrainStarted(TrainEvent):
 
 @dataclass(frozen=True)
 class StepEvent(TrainEvent):
-    """SGD step ``step`` (0-based, counted over the whole run) finished.
+    """SGD step ``done`` (1-based, counted over the whole run) finished.
 
     ``elapsed`` is the training time in seconds (over every session of a resumed run);
-    ``epoch`` is the epoch the step belongs to in an epoch-based run, None in a step-based one
-    (a bundled-model recipe cycle).
+    ``epoch`` is the epoch the step belongs to (0-based) in an epoch-based run, None in a
+    step-based one (a bundled-model recipe cycle).
     """
 
-    step: int
+    tick: ClassVar[bool] = True
+
     loss: float
     lr: float
     elapsed: float
@@ -46,7 +55,8 @@ class StepEvent(TrainEvent):
 
 @dataclass(frozen=True)
 class EpochEvent(TrainEvent):
-    """One epoch finished; ``test_loss`` is None when not evaluated this epoch."""
+    """Epoch ``epoch`` (0-based) finished; ``test_loss`` is None when not evaluated this
+    epoch; ``eta`` is the estimated seconds left."""
 
     epoch: int
     loss: float
@@ -58,12 +68,11 @@ class EpochEvent(TrainEvent):
 
 @dataclass(frozen=True)
 class CheckpointSaved(TrainEvent):
-    """A checkpoint was written after ``step`` steps (``epoch``: the last finished epoch of an
+    """A checkpoint was written after ``done`` steps (``epoch``: the last finished epoch of an
     epoch-based run, None in a step-based one); ``path`` is the model file of an epoch run
     (its checkpoint is ``<path>.ckpt``) or the checkpoint of a recipe cycle."""
 
     path: Path
-    step: int
     epoch: int | None = None
 
 

@@ -39,10 +39,16 @@ from cp2_engine.network import resolve_device
 from cp2_engine.training._checkpoint import _append_log, _plot_losses, _resume, _Run, _save
 from cp2_engine.training._config import TrainConfig, learning_rate_schedule
 from cp2_engine.training._driver import StepPlan, TrainState, run_steps, trim_log
-from cp2_engine.training._events import EpochEvent, TrainEvent, TrainResult, TrainStarted
+from cp2_engine.training._events import (
+    CheckpointSaved,
+    EpochEvent,
+    TrainEvent,
+    TrainResult,
+    TrainStarted,
+)
 from cp2_engine.training._prepare import _Data, _prepare
 from cp2_engine.training._step import _batch, _epoch_order, _resolve_net, _test_loss
-from cp2_engine.util import drain
+from cp2_engine.util import drain, format_duration
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +75,11 @@ class _Loop:
         """SGD steps per epoch."""
         n_per_epoch = max(len(self.data.x), self.config.min_images_per_epoch)
         return -(-n_per_epoch // self.config.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        """SGD steps of the whole run."""
+        return self.config.n_epochs * self.steps
 
     def batch_sizes(self) -> list[int]:
         """Images in each step of an epoch (the last step may hold fewer)."""
@@ -120,9 +131,13 @@ def _start(loop: _Loop, *, resumed: bool) -> TrainStarted:
     logger.info("training on %d images (%d skipped), epochs %d..%d, lr %.3g, device %s, %s",
                 len(data.x), data.n_skipped, start_epoch, config.n_epochs - 1,
                 config.learning_rate, loop.state.device, loop.state.precision)  # fmt: skip
+    text = f"training on {len(data.x)} images; {data.n_skipped} skipped (too few ROIs)"
+    if start_epoch > 0:
+        text += f"; resuming at epoch {start_epoch} of {config.n_epochs}"
     return TrainStarted(len(data.x), data.n_skipped, config.n_epochs, start_epoch, loop.steps,
-                        config.learning_rate, str(loop.state.device),
-                        loop.diam_labels)  # fmt: skip
+                        config.learning_rate, str(loop.state.device), loop.diam_labels,
+                        done=start_epoch * loop.steps, total=loop.total_steps,
+                        message=text)  # fmt: skip
 
 
 def _epoch_batches(loop: _Loop):
@@ -137,8 +152,11 @@ def _epoch_batches(loop: _Loop):
             yield _batch(loop.data, idx, rng, config, loop.diam_mean, loop.state.device)
 
 
-def _save_now(loop: _Loop):
-    return _save(loop.state, loop.run, loop.data, loop.config, loop.model_path, loop.diam_labels)
+def _save_now(loop: _Loop) -> CheckpointSaved:
+    _save(loop.state, loop.run, loop.data, loop.config, loop.model_path, loop.diam_labels)
+    done, epoch = loop.state.step, loop.run.epoch
+    text = f"checkpoint saved after epoch {epoch} (step {done})"
+    return CheckpointSaved(loop.model_path, epoch, done=done, total=loop.total_steps, message=text)
 
 
 def _epoch_end(loop: _Loop) -> Generator[TrainEvent, None, None]:
@@ -164,7 +182,12 @@ def _epoch_end(loop: _Loop) -> Generator[TrainEvent, None, None]:
     if loop.log_path is not None:
         _append_log(loop.log_path, {"epoch": epoch, "loss": epoch_loss, "lr": lr,
                                     "test_loss": test_loss, "elapsed": elapsed})  # fmt: skip
-    yield EpochEvent(epoch, epoch_loss, lr, elapsed, eta, test_loss)
+    text = f"epoch {epoch + 1}/{config.n_epochs} · loss {epoch_loss:.4f}"
+    if test_loss is not None:
+        text += f" · test {test_loss:.4f}"
+    yield EpochEvent(epoch, epoch_loss, lr, elapsed, eta, test_loss, done=state.step,
+                     total=loop.total_steps,
+                     message=f"{text} · ETA {format_duration(eta)}")  # fmt: skip
     if loop.model_path is not None and ((epoch + 1) % config.save_every == 0 or last):
         yield _save_now(loop)
 

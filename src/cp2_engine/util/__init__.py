@@ -12,7 +12,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "atomic_write_file",
             "give_default_permissions",
         ],
-        "_progress": ["drain", "relay"],
+        "_progress": ["ProgressEvent", "drain", "format_duration", "relay"],
         "_safe_npy": ["UnsafeFileError", "load_npy_restricted"],
     },
 )

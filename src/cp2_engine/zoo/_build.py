@@ -13,11 +13,12 @@ import json
 import logging
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from cp2_engine.util import atomic_write_file, drain, relay
+from cp2_engine.util import ProgressEvent, atomic_write_file, drain, relay
 from cp2_engine.zoo._build_config import ZooBuildConfig
 from cp2_engine.zoo._clustering import cluster_styles, merge_small_clusters
 from cp2_engine.zoo._store import (
@@ -40,18 +41,41 @@ SCRATCH_LR = 0.2  # the paper's learning rate from random weights (0.1 when fine
 
 
 @dataclass(frozen=True)
-class BuildEvent:
+class BuildEvent(ProgressEvent):
     """Progress of a zoo build.
 
     ``stage`` is one of ``"styles"``, ``"clusters"``, ``"train"`` (``train_event`` holds the
     training engine's event), ``"model_saved"``, ``"skip"`` (model already complete) and
     ``"manifest"``. ``cluster`` is None for the generalist and the zoo-wide stages.
+    ``done`` / ``total``: the training steps of the model in the ``"train"`` stage; every other
+    stage is one unit (``"styles"``: 0 of 1 when it starts, the others 1 of 1 when over).
+
+    Examples
+    --------
+    >>> event = BuildEvent("skip", 0, done=1, total=1, message="models/cluster0.pth is done")
+    >>> event.fraction, event.tick
+    (1.0, False)
     """
 
     stage: str
-    message: str
     cluster: int | None = None
-    train_event: object = None
+    train_event: ProgressEvent | None = None
+
+    @property
+    def tick(self) -> bool:  # type: ignore[override]
+        """A tick when the forwarded training event is one (a step)."""
+        return self.train_event is not None and self.train_event.tick
+
+
+def _event(stage: str, message: str, cluster: int | None = None) -> BuildEvent:
+    """The event of a one-unit stage (0 of 1 for ``"styles"``, which starts, else 1 of 1)."""
+    return BuildEvent(stage, cluster, done=int(stage != "styles"), total=1, message=message)
+
+
+def _train_event(message: str, cluster: int | None, event: ProgressEvent) -> BuildEvent:
+    """A training event of one model, forwarded with its steps and message."""
+    return BuildEvent("train", cluster, event, done=event.done, total=event.total,
+                      message=f"{message}: {event.message}")  # fmt: skip
 
 
 def balanced_indices(labels, *, seed: int = 0) -> np.ndarray:
@@ -146,9 +170,9 @@ def _styles_and_clusters(plan, base_net, images, diams, cfg):
     from cp2_engine.zoo._styles import compute_styles
 
     if _read_or_start_state(plan):
-        yield BuildEvent("clusters", "reusing styles and clusters of the previous run")
+        yield _event("clusters", "reusing styles and clusters of the previous run")
         return np.load(plan.out / "styles.npy"), np.load(plan.out / "labels.npy")
-    yield BuildEvent("styles", f"computing styles of {len(plan.keep)} images")
+    yield _event("styles", f"computing styles of {len(plan.keep)} images")
     styles = compute_styles(
         base_net,
         [images[i] for i in plan.keep],
@@ -164,7 +188,7 @@ def _styles_and_clusters(plan, base_net, images, diams, cfg):
     save_array(plan.out / "styles.npy", styles.astype(np.float32))
     save_array(plan.out / "labels.npy", labels)
     _write_state(plan)
-    yield BuildEvent(
+    yield _event(
         "clusters", f"{np.unique(labels).size} clusters, sizes {np.bincount(labels).tolist()}"
     )
     return styles, labels
@@ -206,12 +230,12 @@ def _train_one(net, images, labels, *, rel, cluster, plan, cfg):
         net, list(images), list(labels), config=config, save_path=plan.out / rel
     )
     message = f"training {rel}"
-    result = yield from relay(gen, lambda event: BuildEvent("train", message, cluster, event))
+    result = yield from relay(gen, partial(_train_event, message, cluster))
     trained = _result_net(result)
     meta = {"zoo_cluster": cluster, "n_images": len(images)}
     finish_unfinished(plan.out / rel, trained, metadata=meta)
     discard_unfinished(plan.out / rel)
-    yield BuildEvent("model_saved", f"saved {rel}", cluster)
+    yield _event("model_saved", f"saved {rel}", cluster)
     return trained
 
 
@@ -387,7 +411,7 @@ def iter_build_zoo(
         },
     )
     save_zoo(plan.out, manifest, styles=styles, labels=clusters)
-    yield BuildEvent("manifest", f"zoo written to {plan.out}")
+    yield _event("manifest", f"zoo written to {plan.out}")
     return load_zoo(plan.out)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cp2_engine.util import atomic_write_file, drain
+from cp2_engine.util import ProgressEvent, atomic_write_file, drain
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,8 @@ def iter_evaluate_zoo(
     channels=(0, 0),
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
     use_label_diameters: bool = True,
-) -> Generator[int, None, ZooEvaluation]:
-    """Segment every test image with the zoo and the generalist; yields indices done.
+) -> Generator[ProgressEvent, None, ZooEvaluation]:
+    """Segment every test image with the zoo and the generalist; yields progress per image.
 
     Parameters
     ----------
@@ -145,8 +145,8 @@ def iter_evaluate_zoo(
 
     Yields
     ------
-    int
-        Index of the image just evaluated.
+    SegmentProgress
+        ``done`` of ``total`` images evaluated (``segmentation``: the zoo's of the last one).
 
     Returns
     -------
@@ -157,7 +157,7 @@ def iter_evaluate_zoo(
     >>> ev = evaluate_zoo(ZooModel.load("zoo"), images, labels)  # doctest: +SKIP
     >>> print(ev.to_markdown())  # doctest: +SKIP
     """
-    from cp2_engine.inference import Model
+    from cp2_engine.inference import Model, SegmentProgress
     from cp2_engine.metrics import average_precision
 
     if len(images) != len(labels) or not images:
@@ -176,7 +176,8 @@ def iter_evaluate_zoo(
         ap_zoo.append(average_precision(lab, routed.masks, thresholds=thr).ap[0])
         ap_gen.append(average_precision(lab, general.masks, thresholds=thr).ap[0])
         clusters.append(routed.route.cluster)
-        yield i
+        text = f"image {i + 1}/{len(images)} evaluated (cluster {routed.route.cluster})"
+        yield SegmentProgress(routed, done=i + 1, total=len(images), message=text)
     names = tuple(names) if names is not None else tuple(f"image{i}" for i in range(len(images)))
     return ZooEvaluation(
         np.array(thr), np.array(clusters), np.array(ap_zoo), np.array(ap_gen), names
