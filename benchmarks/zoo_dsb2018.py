@@ -11,6 +11,11 @@ machine and the models trained on another (a GPU) by running the same command tw
     python benchmarks/zoo_dsb2018.py --data DATA/dsb2018 --out ZOO --stop-after-clusters
     python benchmarks/zoo_dsb2018.py --data DATA/dsb2018 --out ZOO --epochs 40
 
+Figures: ``ZOO/styles_tsne.png`` (t-SNE of the training styles by cluster, with example crops;
+written once the clusters exist) and ``ZOO/eval/ap.png`` (AP vs IoU threshold, zoo vs
+generalist). ``--figures DIR`` also copies them to ``DIR/zoo_dsb2018_styles.png`` and
+``DIR/zoo_dsb2018_ap.png``, the figures of ``docs/zoo.md`` (``--figures docs/images``).
+
 ``DATA/dsb2018/train`` holds ``<id>_img.tif`` / ``<id>_masks.tif`` (the shared dataset); the
 split lists are ``splits/dsb2018_{train,val}.csv``. RGB images are converted to grey (mean of
 the channels, as ``channels=[0, 0]`` does) before anything else, so the data fingerprint of a
@@ -74,6 +79,36 @@ def build(args, images, labels):
             return None
 
 
+def style_figure(zoo_folder: Path, images: list, seed: int = 0) -> Path:
+    """``zoo_folder/styles_tsne.png``: t-SNE of the clustered styles with example crops."""
+    from cp2_engine.viz import plot_style_map
+    from cp2_engine.zoo import tsne_embedding
+
+    styles = np.load(zoo_folder / "styles.npy")
+    clusters = np.load(zoo_folder / "labels.npy")
+    if len(images) != len(styles):
+        raise ValueError(f"{len(images)} images with cells for {len(styles)} styles in "
+                         f"{zoo_folder}: expected one image per clustered style")  # fmt: skip
+    path = zoo_folder / "styles_tsne.png"
+    plot_style_map(tsne_embedding(styles, seed=seed), clusters, images, path, seed=seed)
+    return path
+
+
+def copy_figures(zoo_folder: Path, out_dir: Path) -> list[Path]:
+    """Copy the zoo's figures to ``out_dir`` under the names docs/zoo.md uses (atomic writes);
+    the AP figure only once the zoo was evaluated."""
+    from cp2_engine.util import atomic_write_file
+
+    pairs = [(zoo_folder / "styles_tsne.png", "zoo_dsb2018_styles.png"),
+             (zoo_folder / "eval" / "ap.png", "zoo_dsb2018_ap.png")]  # fmt: skip
+    written = []
+    for source, name in pairs:
+        if source.is_file():
+            data = source.read_bytes()
+            written.append(atomic_write_file(out_dir / name, lambda f, d=data: f.write(d)))
+    return written
+
+
 def cluster_table(labels: np.ndarray, types: list[str]) -> str:
     """Markdown table: cluster size and its composition by DSB2018 image type."""
     kinds = sorted(set(types))
@@ -109,6 +144,9 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=40, help="epochs per model")
     parser.add_argument("--bsize", type=int, default=224)
     parser.add_argument("--stop-after-clusters", action="store_true")
+    parser.add_argument(
+        "--figures", type=Path, help="also copy the figures here (docs/zoo.md: docs/images)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     images, labels, _, types = load_split(args.data, "train")
@@ -118,13 +156,16 @@ def main(argv=None) -> int:
     table = cluster_table(clusters, [types[i] for i in keep])
     (args.out / "clusters.md").write_text(table + "\n", encoding="utf-8")
     print(table)
-    if zoo is None:
-        return 0
-    val_images, val_labels, val_ids, _ = load_split(args.data, "val")
-    ap = evaluate(args.out, val_images, val_labels, val_ids, args.out / "eval")
-    print(ap)
-    info = {"epochs": args.epochs, "bsize": args.bsize, "n_train": len(images)}
-    (args.out / "demonstration.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+    print(f"t-SNE map: {style_figure(args.out, [images[i] for i in keep])}")
+    if zoo is not None:
+        val_images, val_labels, val_ids, _ = load_split(args.data, "val")
+        ap = evaluate(args.out, val_images, val_labels, val_ids, args.out / "eval")
+        print(ap)
+        info = {"epochs": args.epochs, "bsize": args.bsize, "n_train": len(images)}
+        text = json.dumps(info, indent=2)
+        (args.out / "demonstration.json").write_text(text, encoding="utf-8")
+    if args.figures is not None:
+        print("wrote " + " ".join(map(str, copy_figures(args.out, args.figures))))
     return 0
 
 
