@@ -99,21 +99,11 @@ def is_current(sidecar: Path, *, settings: str, signature: str, outputs: dict) -
 
 def write_outputs(image, seg, outputs: dict, *, model: str) -> None:
     """Write the masks, ``_seg.npy``, overlay and ROI files of one segmented image."""
+    from cp2_engine.inference import save_segmentation_npy
+
     io.save_masks(outputs["masks"], seg.masks, overwrite=True)
     if "npy" in outputs:
-        io.save_seg_npy(
-            outputs["npy"],
-            image=image,
-            masks=seg.masks,
-            flows=seg.flows,
-            cellprob=seg.cellprob,
-            diameter=seg.diameter,
-            channels=seg.config.channels,
-            model_path=model,
-            flow_threshold=seg.config.flow_threshold,
-            cellprob_threshold=seg.config.cellprob_threshold,
-            overwrite=True,
-        )
+        save_segmentation_npy(outputs["npy"], seg, image=image, model_path=model, overwrite=True)
     writers = {
         "imagej": io.save_imagej_rois,
         "outlines": io.save_outlines_txt,

@@ -129,21 +129,12 @@ def _check_outputs(images: list[Path], args: argparse.Namespace) -> None:
 
 def _write_outputs(image, seg, outputs: dict[str, Path], model_name: str) -> None:
     from cp2_engine import io, viz
+    from cp2_engine.inference import save_segmentation_npy
 
     io.save_masks(outputs["masks"], seg.masks, overwrite=True)
     if "npy" in outputs:
-        io.save_seg_npy(
-            outputs["npy"],
-            image=image,
-            masks=seg.masks,
-            flows=seg.flows,
-            cellprob=seg.cellprob,
-            diameter=seg.diameter,
-            channels=seg.config.channels,
-            model_path=model_name,
-            flow_threshold=seg.config.flow_threshold,
-            cellprob_threshold=seg.config.cellprob_threshold,
-            overwrite=True,
+        save_segmentation_npy(
+            outputs["npy"], seg, image=image, model_path=model_name, overwrite=True
         )
     if seg.masks.ndim == 3:
         logger.warning("z-stack: masks TIFF and _seg.npy written (PNG, ROIs, overlay are 2-D)")

@@ -76,7 +76,8 @@ def _central_crop(image: np.ndarray, labels: np.ndarray, size: int | None):
 
 
 def _segment_sample(name: str, img_path: Path, mask_path: Path, model, seg_dir: Path, crop):
-    from cp2_engine.io import imread, save_masks, save_seg_npy
+    from cp2_engine.inference import save_segmentation_npy
+    from cp2_engine.io import imread, save_masks
     from cp2_engine.metrics import average_precision
 
     image, labels = _central_crop(imread(img_path), imread(mask_path), crop)
@@ -85,15 +86,8 @@ def _segment_sample(name: str, img_path: Path, mask_path: Path, model, seg_dir: 
     seconds = time.perf_counter() - t0
     ap = average_precision(labels, seg.masks).ap[0]
     masks_path = save_masks(seg_dir / f"{name}_cp_masks.tif", seg.masks, overwrite=True)
-    seg_path = save_seg_npy(
-        seg_dir / f"{name}_seg.npy",
-        image=image,
-        masks=seg.masks,
-        flows=seg.flows,
-        cellprob=seg.cellprob,
-        diameter=seg.diameter,
-        model_path=model.name,
-        overwrite=True,
+    seg_path = save_segmentation_npy(
+        seg_dir / f"{name}_seg.npy", seg, image=image, model_path=model.name, overwrite=True
     )
     overlay = _save_png(seg_dir / f"{name}_overlay.png", overlay_rgb(image, labels, seg.masks))
     return DemoImage(

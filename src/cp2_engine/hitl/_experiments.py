@@ -341,33 +341,47 @@ def _subsets(n: int, settings: ExperimentSettings) -> list:
     return out
 
 
-def iter_learning_curve(
-    data: ExperimentData,
-    *,
-    pretrained: str | os.PathLike,
-    settings: ExperimentSettings | None = None,
-    journal: str | os.PathLike | None = None,
-    workdir: str | os.PathLike | None = None,
-    restart: bool = False,
-    report_only: bool = False,
-) -> Generator[Any, None, list[dict]]:
+def _experiment(name: str, plan, data: ExperimentData, *, pretrained: str | os.PathLike,
+                settings: ExperimentSettings | None = None,
+                journal: str | os.PathLike | None = None,
+                workdir: str | os.PathLike | None = None, restart: bool = False,
+                report_only: bool = False) -> Generator[Any, None, list[dict]]:  # fmt: skip
+    """The one experiment runner: ``plan(settings, data)`` checks the settings (before the
+    journal is opened) and gives ``items(run)``; its dicts become rows (each yielded as a
+    :class:`Row`), anything else is passed on; returns the rows."""
+    settings = settings or ExperimentSettings()
+    items = plan(settings, data)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        run = _open(data, pretrained, settings, journal, workdir, restart, report_only, tmp)
+        for item in items(run):
+            if isinstance(item, dict):
+                rows.append(item)
+                yield Row(name, item)
+            else:
+                yield item  # progress and training events
+    return rows
+
+
+def iter_learning_curve(data: ExperimentData, **options) -> Generator[Any, None, list[dict]]:
     """Test AP against training ROIs, pretrained vs scratch, over random subsets (Fig. 3).
 
     Parameters
     ----------
     data : ExperimentData
         The pool (in order) and the test images.
-    pretrained : path or model name
-        The pretrained starting model (e.g. a generalist that never saw this category).
-    settings : ExperimentSettings, optional
-        Sizes (default: the paper's).
-    journal : path, optional
-        Folder of finished points (see the module docstring); run again after a kill, the
-        same call trains only what is missing. ``restart=True`` discards it first.
-    workdir : path, optional
-        Training checkpoints (default ``<journal>/work``, else a temporary folder).
-    report_only : bool
-        Train nothing: return the rows of the finished points only.
+    **options
+        pretrained (path or model name, required)
+            The pretrained starting model (e.g. a generalist that never saw this category).
+        settings (ExperimentSettings, optional)
+            Sizes (default: the paper's).
+        journal (path, optional)
+            Folder of finished points (see the module docstring); run again after a kill, the
+            same call trains only what is missing. ``restart=True`` discards it first.
+        workdir (path, optional)
+            Training checkpoints (default ``<journal>/work``, else a temporary folder).
+        report_only (bool)
+            Train nothing: return the rows of the finished points only.
 
     Yields
     ------
@@ -379,37 +393,29 @@ def iter_learning_curve(
         One row per (init, subset): ``experiment, init, size, seed, n_images, n_rois, images,
         region, ap50, ap75, train_seconds``.
     """
-    settings = settings or ExperimentSettings()
+    return _experiment("learning-curve", _curve_plan, data, **options)
+
+
+def _curve_plan(settings: ExperimentSettings, data: ExperimentData):
     subsets = _subsets(len(data.train_images), settings)
-    rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        run = _open(data, pretrained, settings, journal, workdir, restart, report_only, tmp)
-        total = 2 * len(subsets)
-        for init in ("pretrained", "scratch"):
-            for sub in subsets:
-                msg = f"{init}: {sub.size} image(s), subset {sub.seed}"
-                yield Progress("learning-curve", len(rows), total, msg)
-                point = yield from run.offline_point(init, sub)
-                if point is None:
-                    continue
-                row = {"experiment": "learning-curve", "size": sub.size, "seed": sub.seed,
+    return lambda run: _curve_items(run, subsets)
+
+
+def _curve_items(run: _Runner, subsets: list):
+    total, n_rows = 2 * len(subsets), 0
+    for init in ("pretrained", "scratch"):
+        for sub in subsets:
+            msg = f"{init}: {sub.size} image(s), subset {sub.seed}"
+            yield Progress("learning-curve", done=n_rows, total=total, message=msg)
+            point = yield from run.offline_point(init, sub)
+            if point is not None:
+                n_rows += 1
+                yield {"experiment": "learning-curve", "size": sub.size, "seed": sub.seed,
                        **point}  # fmt: skip
-                rows.append(row)
-                yield Row("learning-curve", row)
-    yield Progress("learning-curve", total, total, "done")
-    return rows
+    yield Progress("learning-curve", done=total, total=total, message="done")
 
 
-def iter_hitl_vs_offline(
-    data: ExperimentData,
-    *,
-    pretrained: str | os.PathLike,
-    settings: ExperimentSettings | None = None,
-    journal: str | os.PathLike | None = None,
-    workdir: str | os.PathLike | None = None,
-    restart: bool = False,
-    report_only: bool = False,
-) -> Generator[Any, None, list[dict]]:
+def iter_hitl_vs_offline(data: ExperimentData, **options) -> Generator[Any, None, list[dict]]:
     """The five strategies of the paper's Fig. 5 on one pool order (module docstring).
 
     Parameters are those of :func:`iter_learning_curve`; ``settings.keep_iou`` is the
@@ -422,27 +428,24 @@ def iter_hitl_vs_offline(
         drawn, fixed, human_rois, ap50, ap75, train_seconds`` (online rows also ``image``,
         offline rows ``images``). ``step`` is the round (online) or N (offline).
     """
-    settings = settings or ExperimentSettings()
+    return _experiment("hitl-vs-offline", _hitl_plan, data, **options)
+
+
+def _hitl_plan(settings: ExperimentSettings, data: ExperimentData):
     n = len(data.train_images)
     if settings.n_rounds > n or max(settings.offline_n) > n:
         raise ValueError(f"n_rounds={settings.n_rounds} and offline_n={settings.offline_n} "
                          f"need as many pool images, got {n}")  # fmt: skip
-    rows: list[dict] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        run = _open(data, pretrained, settings, journal, workdir, restart, report_only, tmp)
-        for strategy in (s for s in HITL_STRATEGIES if s in settings.strategies):
-            if strategy.endswith("_offline"):
-                items = _offline_rows(run, strategy, settings)
-            else:
-                items = run.online_rows(strategy)
-            for item in items:
-                if isinstance(item, dict):
-                    rows.append(item)
-                    yield Row("hitl-vs-offline", item)
-                else:
-                    yield item  # progress and training events
-    yield Progress("hitl-vs-offline", 1, 1, "done")
-    return rows
+    return lambda run: _hitl_items(run, settings)
+
+
+def _hitl_items(run: _Runner, settings: ExperimentSettings):
+    for strategy in (s for s in HITL_STRATEGIES if s in settings.strategies):
+        if strategy.endswith("_offline"):
+            yield from _offline_rows(run, strategy, settings)
+        else:
+            yield from run.online_rows(strategy)
+    yield Progress("hitl-vs-offline", done=1, total=1, message="done")
 
 
 def _offline_rows(run: _Runner, strategy: str, settings: ExperimentSettings):

@@ -14,7 +14,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         "_model": ["Model", "masks_from_flows"],
         "_planes": ["PlaneProgress"],
         "_protocol": ["SegmentProgress", "Segmenter", "iter_segment_many"],
-        "_segmentation": ["Segmentation"],
+        "_segmentation": ["Segmentation", "save_segmentation_npy"],
         "_size_model": ["MIN_DIAMETER", "SizeModel", "fit_size_model"],
         "_tiling": [
             "TileGrid",

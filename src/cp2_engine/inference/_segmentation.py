@@ -1,5 +1,5 @@
 """The result of :meth:`Model.segment <cp2_engine.inference.Model.segment>`
-(:class:`Segmentation`) and the per-stage timer of a run."""
+(:class:`Segmentation`), its Cellpose ``_seg.npy`` writer and the per-stage timer of a run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 
 from cp2_engine.inference._config import SegmentConfig
 
-__all__ = ["Segmentation"]
+__all__ = ["Segmentation", "save_segmentation_npy"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,6 +55,50 @@ class Segmentation:
     def n_masks(self) -> int:
         """Number of masks."""
         return int(self.masks.max()) if self.masks.size else 0
+
+
+def save_segmentation_npy(path, segmentation, *, image, model_path=None, overwrite=False):
+    """Write a segmentation as a Cellpose-GUI ``_seg.npy`` (the one writer of a segmentation's
+    masks, flows, diameter, channels and thresholds; :func:`cp2_engine.io.save_seg_npy`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``_seg.npy`` path (or the image path, as for :func:`cp2_engine.io.save_seg_npy`).
+    segmentation : Segmentation
+        A :meth:`Model.segment` result (or any object with its ``masks``, ``flows``,
+        ``cellprob``, ``diameter`` and ``config``, such as a zoo segmentation).
+    image : numpy.ndarray
+        The image that was segmented.
+    model_path, overwrite
+        The model's name or file (stored for the GUI), and whether to replace an existing file
+        (default False), as for :func:`cp2_engine.io.save_seg_npy`.
+
+    Returns
+    -------
+    pathlib.Path
+        Where it was written.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from cp2_engine.io import load_seg_npy
+    >>> m = np.zeros((8, 8), np.uint16); m[2:5, 2:5] = 1
+    >>> zeros = np.zeros((3, 8, 8), np.float32)
+    >>> seg = Segmentation(m, zeros[:2], zeros[2], np.zeros(256, np.float32), 9.0, 1.0, 200,
+    ...                    SegmentConfig(channels=(2, 1)))
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "cells_seg.npy"
+    >>> d = load_seg_npy(save_segmentation_npy(out, seg, image=np.zeros((8, 8)), model_path="m"))
+    >>> list(d["chan_choose"]), float(d["diameter"]), d["model_path"]
+    ([2, 1], 9.0, 'm')
+    """
+    from cp2_engine.io import save_seg_npy
+
+    seg, config = segmentation, segmentation.config
+    return save_seg_npy(path, image=image, masks=seg.masks, flows=seg.flows, cellprob=seg.cellprob,
+                        diameter=seg.diameter, channels=config.channels, model_path=model_path,
+                        flow_threshold=config.flow_threshold, overwrite=overwrite,
+                        cellprob_threshold=config.cellprob_threshold)  # fmt: skip
 
 
 class _Timer:

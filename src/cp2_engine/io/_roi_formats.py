@@ -170,6 +170,16 @@ def _check_masks(masks) -> np.ndarray:
     return masks
 
 
+def _mask_boxes(masks: np.ndarray):
+    """Yield ``(label, bounding box)`` of every label present, in label order: the one walk
+    over the masks of every ROI writer."""
+    from scipy import ndimage
+
+    for index, box in enumerate(ndimage.find_objects(masks)):
+        if box is not None:
+            yield index + 1, box
+
+
 def save_geojson(path, masks, *, overwrite: bool = False, classification: str | None = None):
     """Save each mask as a GeoJSON Feature that QuPath imports as a detection.
 
@@ -205,17 +215,12 @@ def save_geojson(path, masks, *, overwrite: bool = False, classification: str | 
     >>> [f["properties"]["label"] for f in fc["features"]], fc["features"][0]["geometry"]["type"]
     ([1, 2], 'Polygon')
     """
-    from scipy import ndimage
-
     path = Path(path)
     if path.suffix.lower() not in (".geojson", ".json"):
         raise ValueError(f"GeoJSON files end in .geojson or .json, got {path.name!r}")
     masks = _check_masks(masks)
     features = []
-    for index, box in enumerate(ndimage.find_objects(masks)):
-        if box is None:
-            continue
-        label = index + 1
+    for label, box in _mask_boxes(masks):
         y0, x0 = box[0].start, box[1].start
         polys = [
             [[[x + x0, y + y0] for x, y in ring] for ring in poly]
@@ -268,17 +273,13 @@ def save_outlines_txt(path, masks, *, overwrite: bool = False) -> Path:
     >>> save_outlines_txt(p, m).read_text().splitlines()
     ['2,1,3,1,3,2,3,3,2,3,2,2']
     """
-    from scipy import ndimage
-
     path = Path(path)
     if path.suffix.lower() != ".txt":
         raise ValueError(f"Cellpose outlines are .txt files, got {path.name!r}")
     masks = _check_masks(masks)
     lines = []
-    for index, box in enumerate(ndimage.find_objects(masks)):
-        if box is None:
-            continue
-        crop = masks[box] == index + 1
+    for label, box in _mask_boxes(masks):
+        crop = masks[box] == label
         exterior = max((ring for _, ring, area in _rings(crop) if area > 0), key=len)
         pixels = []
         for p in _inside_pixels(exterior):

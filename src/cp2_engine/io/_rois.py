@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cp2_engine.io._cellpose_files import _label_dtype
 from cp2_engine.io._images import _suffix
+from cp2_engine.io._roi_formats import _check_masks, _mask_boxes
 from cp2_engine.util import atomic_write
 
 __all__ = ["save_imagej_rois"]
@@ -16,13 +16,9 @@ __all__ = ["save_imagej_rois"]
 
 def _mask_polygons(masks: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(label, (k, 2) xy polygon)`` for each mask, from its longest contour."""
-    from scipy import ndimage
     from skimage.measure import find_contours
 
-    for index, box in enumerate(ndimage.find_objects(masks)):
-        if box is None:
-            continue
-        label = index + 1
+    for label, box in _mask_boxes(masks):
         crop = np.pad(masks[box] == label, 1).astype(np.uint8)
         contours = find_contours(crop, 0.5)
         longest = max(contours, key=len)
@@ -67,9 +63,7 @@ def save_imagej_rois(path, masks, *, overwrite: bool = False) -> Path:
     path = Path(path)
     if _suffix(path) != ".zip":
         raise ValueError(f"ImageJ ROI sets are .zip files, got {path.name!r}")
-    masks = _label_dtype(masks)
-    if masks.ndim != 2:
-        raise ValueError(f"masks must be (H, W), got shape {masks.shape}")
+    masks = _check_masks(masks)
     rois = []
     for label, xy in _mask_polygons(masks):
         roi = roifile.ImagejRoi.frompoints(xy)

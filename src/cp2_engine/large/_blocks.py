@@ -245,6 +245,16 @@ def _write_part(part_path, masks, crop, core, margin) -> tuple[int, bool]:
     return n, False
 
 
+def _block_task(part_path, crop, core, margin, masks_of) -> tuple[int, bool]:
+    """The body of every block task: ``(n_cells, True)`` when the block's part is finished
+    (by this or an earlier run), else write the cells of ``masks_of()`` that the block owns."""
+    _pin_threads_to_worker()
+    done = _part_done(part_path)
+    if done:
+        return done
+    return _write_part(part_path, masks_of(), crop, core, margin)
+
+
 def _pin_threads_to_worker() -> None:
     """Run torch and numba with one thread in each block task of a dask worker.
 

@@ -42,19 +42,16 @@ from pathlib import Path
 from cp2_engine.inference import SegmentConfig
 from cp2_engine.large._assemble import find_duplicates, write_chunks
 from cp2_engine.large._blocks import (
-    BlockDone,
     BlockGrid,
     _block_source,
-    _part_done,
+    _block_task,
     _part_path,
-    _pin_threads_to_worker,
     _read_region,
     _resolve_segmenter,
-    _write_part,
     open_lazy,
 )
 from cp2_engine.large._cluster import _connect
-from cp2_engine.large._tasks import network_model, run_network_blocks
+from cp2_engine.large._tasks import _progress, network_model, run_network_blocks
 from cp2_engine.util import drain
 
 logger = logging.getLogger(__name__)
@@ -94,12 +91,11 @@ def _check_geometry(shape, blocksize, overlap, diameter):
 
 def _segment_block(block_src, crop, core, segmenter, kwargs, part_path, margin):
     """Worker task: segment one crop, keep the owned cells, write them to the block's part."""
-    _pin_threads_to_worker()
-    done = _part_done(part_path)
-    if done:
-        return done
-    seg = _resolve_segmenter(segmenter).segment(_read_region(block_src, crop), **kwargs)
-    return _write_part(part_path, seg.masks, crop, core, margin)
+
+    def masks():
+        return _resolve_segmenter(segmenter).segment(_read_region(block_src, crop), **kwargs).masks
+
+    return _block_task(part_path, crop, core, margin, masks)
 
 
 def _prepare_output(out, shape, blocksize, overwrite):
@@ -306,8 +302,6 @@ def _segment_keywords(job: _Job) -> dict:
 
 def _segment_each_block(client, job: _Job, segmenter, margin):
     """Per-block path (any segmenter): each block task segments its own crop."""
-    from distributed import as_completed
-
     futures = {}
     kwargs = _segment_keywords(job)
     for index in job.grid.indices():
@@ -326,17 +320,7 @@ def _segment_each_block(client, job: _Job, segmenter, margin):
             key=f"cp2-block-{index[0]}-{index[1]}-{time.time_ns()}",
         )
         futures[fut] = index
-    counts, skipped, done = {}, 0, 0
-    try:
-        for fut in as_completed(futures):
-            n, was_done = fut.result()
-            counts[futures[fut]] = n
-            skipped += was_done
-            done += 1
-            yield BlockDone.of(futures[fut], n, done, len(futures), was_done)
-    finally:
-        client.cancel(list(futures))
-    return counts, skipped
+    return (yield from _progress(client, {}, futures))
 
 
 def _segment_blocks(client, job: _Job):

@@ -20,12 +20,11 @@ from cp2_engine.inference import resolve_niter
 from cp2_engine.large._blocks import (
     BlockDone,
     _block_source,
-    _part_done,
+    _block_task,
     _part_path,
     _pin_threads_to_worker,
     _read_region,
     _resolve_segmenter,
-    _write_part,
 )
 from cp2_engine.large._network import (
     NetworkLayout,
@@ -34,8 +33,8 @@ from cp2_engine.large._network import (
     intensity_range,
     network_input,
     network_sums,
-from cp2_engine.util import ProgressEvent
 )
+from cp2_engine.util import ProgressEvent
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,7 @@ class TilesDone(ProgressEvent):
     index: tuple[int, int]
     n_tiles: int
     skipped: bool
+
     @classmethod
     def of(cls, index, n_tiles: int, done: int, total: int, skipped: bool) -> TilesDone:
         """The event with its message."""
@@ -61,7 +61,6 @@ class TilesDone(ProgressEvent):
         text = f"network tiles of block {tuple(index)}: {n_tiles} tiles "
         text += f"({done}/{total} blocks{again})"
         return cls(tuple(index), n_tiles, skipped, done=done, total=total, message=text)
-
 
 
 def network_model(model):
@@ -159,21 +158,17 @@ def _mask_task(index, grid, layout, config, niter, sources, parts_dir, margin, *
 
     from cp2_engine.inference import masks_from_flows
 
-    _pin_threads_to_worker()
-    part_path = _part_path(parts_dir, index)
-    done = _part_done(part_path)
-    if done:
-        return done
-
     def read(block, win):
         own = layout.window_of(*block)
         sums = zarr.open_array(_scratch_path(parts_dir, block), mode="r")
         return sums[:, win[0] - own[0] : win[1] - own[0], win[2] - own[2] : win[3] - own[2]]
 
+    def masks():
+        y = blended_output(read, sources=sources, crop=crop, layout=layout)
+        return masks_from_flows(y[:2], y[2], config=config, niter=niter)
+
     crop, core = grid.crop(*index), grid.core(*index)
-    y = blended_output(read, sources=sources, crop=crop, layout=layout)
-    masks = masks_from_flows(y[:2], y[2], config=config, niter=niter)
-    return _write_part(part_path, masks, crop, core, margin)
+    return _block_task(_part_path(parts_dir, index), crop, core, margin, masks)
 
 
 def run_network_blocks(client, *, source, arr, grid, model, segmenter, config, parts_dir, margin):

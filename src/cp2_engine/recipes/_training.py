@@ -197,30 +197,16 @@ def _iter_cycles(recipe, plan, out: Path, root: Path, opts: _Options, init, thre
     return results
 
 
-def train_recipe(
-    recipe: str | os.PathLike | BundledRecipe,
-    *,
-    out: str | os.PathLike,
-    data_root: str | os.PathLike | None = None,
-    device: str = "auto",
-    workers: int = 0,
-    cycles: Sequence[int] | None = None,
-    time_budget: float | None = None,
-    probe_steps: int = TIME_PROBE_STEPS,
-    init: str | os.PathLike | None = None,
-    threads: int | None = None,
-    install: bool = False,
-    models_dir: str | os.PathLike | None = None,
-    which: str = "ema",
-    max_per_type: int | None = None,
-) -> RecipeResult:
+def train_recipe(recipe: str | os.PathLike | BundledRecipe, **options) -> RecipeResult:
     """Run :func:`iter_train_recipe` to the end and return its :class:`RecipeResult`.
 
     Parameters
     ----------
-    recipe, out, data_root, device, workers, cycles, time_budget, probe_steps, init, threads, \
-install, models_dir, which, max_per_type
+    recipe : path or BundledRecipe
         As for :func:`iter_train_recipe`.
+    **options
+        out (required), data_root, device, workers, cycles, time_budget, probe_steps, init,
+        threads, install, models_dir, which, max_per_type: as for :func:`iter_train_recipe`.
 
     Returns
     -------
@@ -232,9 +218,4 @@ install, models_dir, which, max_per_type
     >>> result.export.name  # doctest: +SKIP
     'cp2_cyto'
     """
-    gen = iter_train_recipe(
-        recipe, out=out, data_root=data_root, device=device, workers=workers, cycles=cycles,
-        time_budget=time_budget, probe_steps=probe_steps, init=init, threads=threads,
-        install=install, models_dir=models_dir, which=which, max_per_type=max_per_type,
-    )  # fmt: skip
-    return drain(gen)
+    return drain(iter_train_recipe(recipe, **options))

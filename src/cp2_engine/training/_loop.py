@@ -270,23 +270,15 @@ def iter_train(
     )  # fmt: skip
 
 
-def train(
-    model_or_net,
-    images: Sequence,
-    labels: Sequence,
-    *,
-    config: TrainConfig | None = None,
-    save_path: str | os.PathLike | None = None,
-    resume_from: str | os.PathLike | None = None,
-    test_images: Sequence | None = None,
-    test_labels: Sequence | None = None,
-) -> TrainResult:
+def train(model_or_net, images: Sequence, labels: Sequence, **options) -> TrainResult:
     """Run :func:`iter_train` to the end and return its :class:`TrainResult`.
 
     Parameters
     ----------
-    model_or_net, images, labels, config, save_path, resume_from, test_images, test_labels
+    model_or_net, images, labels
         As for :func:`iter_train`.
+    **options
+        config, save_path, resume_from, test_images, test_labels: as for :func:`iter_train`.
 
     Returns
     -------
@@ -294,18 +286,17 @@ def train(
 
     Examples
     --------
+    >>> import tempfile, pathlib
     >>> from cp2_engine.synthetic import touching_cells
     >>> s = touching_cells((64, 64), n_cells=8, diameter=16, seed=0)
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "tiny"
     >>> cfg = TrainConfig(n_epochs=1, bsize=32, batch_size=2, min_images_per_epoch=2,
     ...                   device="cpu", warmup_epochs=0)
-    >>> len(train(None, [s.image], [s.labels], config=cfg).losses)
-    1
+    >>> result = train(None, [s.image], [s.labels], config=cfg, save_path=out)
+    >>> len(result.losses), result.model_path == out, out.is_file()
+    (1, True, True)
     """
-    gen = iter_train(
-        model_or_net, images, labels, config=config, save_path=save_path,
-        resume_from=resume_from, test_images=test_images, test_labels=test_labels,
-    )  # fmt: skip
-    return drain(gen)
+    return drain(iter_train(model_or_net, images, labels, **options))
 
 
 def preload() -> None:

@@ -276,38 +276,26 @@ def _specialists(plan, base_net, images, labels, clusters, cfg):
     for c in np.unique(clusters).tolist():
         rel = f"models/cluster{c}.pth"
         members = plan.keep[clusters == c]
-        if _finished(plan, rel):
-            yield BuildEvent("skip", f"{rel} already trained", c)
-        else:
-            net = _initial_net(base_net, from_scratch=cfg["from_scratch"], seed=cfg["seed"] + c)
-            yield from _train_one(
-                net,
-                [images[i] for i in members],
-                [labels[i] for i in members],
-                rel=rel,
-                cluster=c,
-                plan=plan,
-                cfg=cfg,
-            )
+        yield from _train_model(plan, base_net, images, labels, members, rel=rel, cluster=c,
+                                seed=cfg["seed"] + c, cfg=cfg)  # fmt: skip
         entries.append(_model_entry(plan, rel, c, members.size))
     return tuple(entries)
 
 
 def _generalist(plan, base_net, images, labels, clusters, cfg):
-    if _finished(plan, GENERALIST):
-        yield BuildEvent("skip", f"{GENERALIST} already trained")
-        return
     picks = plan.keep[balanced_indices(clusters, seed=cfg["seed"])]
-    net = _initial_net(base_net, from_scratch=cfg["from_scratch"], seed=cfg["seed"] + 10_000)
-    yield from _train_one(
-        net,
-        [images[i] for i in picks],
-        [labels[i] for i in picks],
-        rel=GENERALIST,
-        cluster=None,
-        plan=plan,
-        cfg=cfg,
-    )
+    yield from _train_model(plan, base_net, images, labels, picks, rel=GENERALIST, cluster=None,
+                            seed=cfg["seed"] + 10_000, cfg=cfg)  # fmt: skip
+
+
+def _train_model(plan, base_net, images, labels, picks, *, rel, cluster, seed, cfg):
+    """Train the model ``rel`` on the images ``picks`` from its initial net, unless finished."""
+    if _finished(plan, rel):
+        yield _event("skip", f"{rel} already trained", cluster)
+        return
+    net = _initial_net(base_net, from_scratch=cfg["from_scratch"], seed=seed)
+    picked = [images[i] for i in picks], [labels[i] for i in picks]
+    yield from _train_one(net, *picked, rel=rel, cluster=cluster, plan=plan, cfg=cfg)
 
 
 def iter_build_zoo(
