@@ -27,7 +27,8 @@ from cp2_engine.inference import Model
 from cp2_engine.io import load_seg_npy, save_seg_npy
 from cp2_engine.metrics import average_precision
 from cp2_engine.network import bundled_dir, save_model
-from cp2_engine.postprocess import compute_masks_3d, masks_to_flows_3d
+from cp2_engine.postprocess import compute_masks_3d
+from cp2_engine.postprocess._flows3d import masks_to_flows_3d
 from cp2_engine.synthetic import touching_cells_3d
 
 pytestmark = pytest.mark.parity

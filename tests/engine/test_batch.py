@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from cp2_engine import io
-from cp2_engine.batch import SUMMARY_NAME, iter_segment_batch
+from cp2_engine.batch import iter_segment_batch
+from cp2_engine.batch._run import SUMMARY_NAME
 from cp2_engine.inference import Model, SegmentConfig
 from cp2_engine.util import drain
 

@@ -9,7 +9,6 @@ from skimage import io as skio
 
 from cp2_engine.training import (
     Subset,
-    default_subset_sizes,
     from_arrays,
     load_folder,
     remove_overlaps,
@@ -17,6 +16,7 @@ from cp2_engine.training import (
     take_subset,
     training_subsets,
 )
+from cp2_engine.training._datasets import default_subset_sizes
 
 
 def _disk(shape, cy, cx, r):

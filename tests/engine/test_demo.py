@@ -7,17 +7,9 @@ import pytest
 import tifffile
 
 from cp2_engine.cli import main
-from cp2_engine.demo import (
-    MANIFEST,
-    DemoSettings,
-    find_samples,
-    iter_demo,
-    model_for_sample,
-    prepare_out_dir,
-    run_demo,
-    to_html,
-    to_markdown,
-)
+from cp2_engine.demo import DemoSettings, find_samples, iter_demo, model_for_sample, run_demo
+from cp2_engine.demo._report import to_html, to_markdown
+from cp2_engine.demo._samples import MANIFEST, prepare_out_dir
 from cp2_engine.io import load_seg_npy
 from cp2_engine.synthetic import touching_cells
 from cp2_engine.viz import overlay_rgb

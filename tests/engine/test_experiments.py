@@ -10,14 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from cp2_engine.hitl import (
-    ExperimentSettings,
-    split_data,
-    summarise_hitl,
-    synthetic_data,
-    write_results,
-)
+from cp2_engine.hitl import ExperimentSettings, split_data, synthetic_data, write_results
 from cp2_engine.hitl._cost import _expected_counts
+from cp2_engine.hitl._experiment_results import summarise_hitl
 
 
 def _hitl_rows():

@@ -6,12 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cp2_engine.postprocess import (
-    consecutive_labels,
-    labels_to_flows,
-    mask_centres,
-    masks_to_flows,
-)
+from cp2_engine.postprocess import consecutive_labels, labels_to_flows, masks_to_flows
+from cp2_engine.postprocess._flows import mask_centres
 from cp2_engine.synthetic import disks, touching_cells
 
 

@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from cp2_engine.inference import Model, convert_image, normalize99
+from cp2_engine.inference import Model, convert_image
+from cp2_engine.inference._transforms import normalize99
 from cp2_engine.metrics import average_precision
 from cp2_engine.postprocess import compute_masks, masks_to_flows
 

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from cp2_engine.cli import main
-from cp2_engine.hitl import LOCK_NAME, SIGNALS, HitlProject, ProjectLockedError, rank_images
+from cp2_engine.hitl import HitlProject, ProjectLockedError, rank_images
+from cp2_engine.hitl._active import SIGNALS
+from cp2_engine.hitl._lock import LOCK_NAME
 from cp2_engine.inference import Model
 from cp2_engine.synthetic import touching_cells
 

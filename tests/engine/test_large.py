@@ -12,7 +12,8 @@ import pytest
 import zarr
 
 from cp2_engine.inference import ClassicSegmenter
-from cp2_engine.large import BlockGrid, owned_cells, segment_large
+from cp2_engine.large import BlockGrid, segment_large
+from cp2_engine.large._blocks import owned_cells
 from cp2_engine.synthetic import touching_cells
 
 DIAM = 20
@@ -291,7 +292,7 @@ def test_network_model_is_shipped_to_workers_as_a_file(tmp_path, client):
 
 
 def test_a_cell_seen_by_two_blocks_is_kept_once():
-    from cp2_engine.large import duplicate_cells
+    from cp2_engine.large._assemble import duplicate_cells
 
     a = np.zeros((20, 20), np.uint32)
     b = np.zeros((20, 20), np.uint32)

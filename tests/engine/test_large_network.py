@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from cp2_engine.inference import Model, SegmentConfig, resize_image
-from cp2_engine.large import (
-    BlockGrid,
-    NetworkLayout,
+from cp2_engine.large import BlockGrid, NetworkLayout
+from cp2_engine.large._network import (
     blended_output,
     block_intensity_stats,
     intensity_range,

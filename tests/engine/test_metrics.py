@@ -7,14 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cp2_engine.metrics import (
-    aggregated_jaccard_index,
-    average_precision,
-    diameters,
-    iou_matrix,
-    mask_ious,
-    match_masks,
-)
+from cp2_engine.metrics import average_precision, diameters, iou_matrix, match_masks
+from cp2_engine.metrics._matching import aggregated_jaccard_index, mask_ious
 
 
 def _squares(shape=(40, 40)) -> np.ndarray:

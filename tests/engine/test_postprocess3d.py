@@ -10,13 +10,11 @@ from cp2_engine.postprocess import (
     compute_masks_3d,
     consecutive_labels,
     fill_holes_and_remove_small_masks_3d,
-    follow_flows_3d,
-    get_masks_3d,
-    labels_to_flows_3d,
     masks_to_flows,
-    masks_to_flows_3d,
     stitch_planes,
 )
+from cp2_engine.postprocess._dynamics3d import follow_flows_3d, get_masks_3d
+from cp2_engine.postprocess._flows3d import labels_to_flows_3d, masks_to_flows_3d
 from cp2_engine.synthetic import touching_cells_3d
 
 

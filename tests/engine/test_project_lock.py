@@ -16,7 +16,8 @@ import time
 import numpy as np
 import pytest
 
-from cp2_engine.hitl import LOCK_NAME, HitlProject, ProjectLockedError
+from cp2_engine.hitl import HitlProject, ProjectLockedError
+from cp2_engine.hitl._lock import LOCK_NAME
 
 # A second process that holds the project's lock (as during an accept or a retraining round)
 # until the file "release" appears, or forever (to be SIGKILLed).

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cp2_engine.inference import MIN_DIAMETER, SizeModel, fit_size_model
+from cp2_engine.inference import SizeModel, fit_size_model
+from cp2_engine.inference._size_model import MIN_DIAMETER
 
 
 def _random_model(seed: int) -> SizeModel:

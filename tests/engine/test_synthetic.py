@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from cp2_engine.synthetic import STYLES, disks, touching_cells
+from cp2_engine.synthetic import disks, touching_cells
+from cp2_engine.synthetic._cells import STYLES
 
 
 @pytest.mark.parametrize("style", STYLES)

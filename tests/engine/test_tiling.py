@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from cp2_engine.inference import make_tile_grid, run_tiled, taper_mask
+from cp2_engine.inference import make_tile_grid, run_tiled
+from cp2_engine.inference._tiling import taper_mask
 from cp2_engine.network import CPnet
 
 

@@ -16,17 +16,16 @@ from cp2_engine.synthetic import touching_cells
 from cp2_engine.training import (
     CheckpointSaved,
     EpochEvent,
-    FlowLoss,
     StepEvent,
     TrainConfig,
     TrainStarted,
     checkpoint_path,
-    flow_loss,
     iter_train,
     learning_rate_schedule,
     load_checkpoint,
     train,
 )
+from cp2_engine.training._losses import FlowLoss, flow_loss
 
 SMALL = (2, 8, 16, 32)
 

@@ -9,13 +9,8 @@ import torch
 
 from cp2_engine.network import CPnet
 from cp2_engine.synthetic import touching_cells, touching_cells_3d
-from cp2_engine.training import (
-    TrainConfig,
-    TrainStarted,
-    is_stack_pair,
-    iter_train,
-    stack_to_planes,
-)
+from cp2_engine.training import TrainConfig, TrainStarted, iter_train, stack_to_planes
+from cp2_engine.training._stacks import is_stack_pair
 
 
 @pytest.fixture(scope="module")

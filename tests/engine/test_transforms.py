@@ -7,7 +7,8 @@ import logging
 import numpy as np
 import pytest
 
-from cp2_engine.inference import check_image, convert_image, normalize99, resize_image
+from cp2_engine.inference import convert_image, resize_image
+from cp2_engine.inference._transforms import check_image, normalize99
 
 
 def _rgb(rng, shape=(24, 30)):

@@ -42,7 +42,7 @@ def test_moved_names_have_one_home():
     """No compatibility re-exports: atomic writes live in util, pictures in viz, not in io/zoo."""
     from cp2_engine import zoo
 
-    for name in ("atomic_write", "atomic_write_file", "give_default_permissions"):
+    for name in ("atomic_write", "atomic_write_file"):
         assert name in util.__all__ and name not in io.__all__
         with pytest.raises(AttributeError):
             getattr(io, name)

@@ -8,7 +8,8 @@ import torch
 
 from cp2_engine.inference import Model
 from cp2_engine.synthetic import touching_cells
-from cp2_engine.zoo import ZooBuildConfig, ZooModel, balanced_indices, iter_build_zoo, load_zoo
+from cp2_engine.zoo import ZooBuildConfig, ZooModel, iter_build_zoo, load_zoo
+from cp2_engine.zoo._build import balanced_indices
 
 TINY_TRAIN = {
     "bsize": 32,

@@ -7,14 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from cp2_engine.zoo import (
-    check_styles,
-    cluster_styles,
-    knn_graph,
-    leiden_partition,
-    merge_small_clusters,
-    tsne_embedding,
-)
+from cp2_engine.zoo import cluster_styles, knn_graph, leiden_partition, tsne_embedding
+from cp2_engine.zoo._clustering import check_styles, merge_small_clusters
 
 
 def planted_styles(rng, *, n_clusters=5, per_cluster=60, dim=256, spread=0.15):

@@ -7,13 +7,10 @@ import csv
 import numpy as np
 import pytest
 
-from cp2_engine.viz import plot_style_map, thumbnail
-from cp2_engine.zoo import (
-    DEFAULT_THRESHOLDS,
-    ZooEvaluation,
-    plot_ap_curves,
-    tsne_embedding,
-)
+from cp2_engine.viz import plot_style_map
+from cp2_engine.viz._cluster_figures import thumbnail
+from cp2_engine.zoo import ZooEvaluation, plot_ap_curves, tsne_embedding
+from cp2_engine.zoo._evaluate import DEFAULT_THRESHOLDS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

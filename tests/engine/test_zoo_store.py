@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 
 from cp2_engine.util import atomic_write_file
-from cp2_engine.zoo import (
-    MANIFEST_NAME,
-    ZooCluster,
-    ZooManifest,
-    load_zoo,
-    save_zoo,
-)
+from cp2_engine.zoo import ZooCluster, ZooManifest, load_zoo, save_zoo
+from cp2_engine.zoo._store import MANIFEST_NAME
 
 
 def make_zoo(folder, rng, *, with_models=True):

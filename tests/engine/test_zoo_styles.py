@@ -10,7 +10,8 @@ import torch
 
 from cp2_engine.inference import Model, resize_image
 from cp2_engine.network import CPnet
-from cp2_engine.zoo import center_crop, compute_styles, style_input
+from cp2_engine.zoo import compute_styles
+from cp2_engine.zoo._styles import center_crop, style_input
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "_outputs": ["ROI_FORMATS", "SIDECAR_SUFFIX", "output_paths", "settings_hash"],
-        "_run": ["SUMMARY_NAME", "BatchProgress", "BatchResult", "BatchRow", "iter_segment_batch"],
+        "_run": ["BatchProgress", "BatchResult", "BatchRow", "iter_segment_batch"],
     },
 )

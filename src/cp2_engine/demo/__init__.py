@@ -7,15 +7,9 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "_report": ["napari_hint", "summary_lines", "to_html", "to_markdown", "write_report"],
+        "_report": ["napari_hint", "summary_lines"],
         "_run": ["iter_demo", "run_demo"],
-        "_samples": [
-            "MANIFEST",
-            "default_sample_dir",
-            "find_samples",
-            "model_for_sample",
-            "prepare_out_dir",
-        ],
+        "_samples": ["default_sample_dir", "find_samples", "model_for_sample"],
         "_settings": [
             "DemoEvent",
             "DemoImage",

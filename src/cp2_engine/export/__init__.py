@@ -11,15 +11,12 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "_package": [
-            "WEIGHT_FORMATS",
             "ExportProgress",
             "ExportResult",
             "FormatTest",
             "export_bioimageio",
             "iter_export_bioimageio",
-            "test_package",
         ],
         "_load": ["PackageError", "is_bioimageio_package", "load_bioimageio"],
-        "_readme": ["PackageInfo", "readme_text"],
     },
 )

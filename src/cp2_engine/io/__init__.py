@@ -12,7 +12,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "_cellpose_files": ["load_seg_npy", "read_labels", "save_masks", "save_seg_npy"],
-        "_images": ["IMAGE_EXTENSIONS", "imread", "imwrite", "open_zarr_array"],
+        "_images": ["imread", "imwrite", "open_zarr_array"],
         "_pairs": [
             "LABEL_SUFFIXES",
             "find_image_label_pairs",
@@ -21,7 +21,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "image_base",
             "split_label_name",
         ],
-        "_roi_formats": ["mask_rings", "save_geojson", "save_outlines_txt"],
+        "_roi_formats": ["save_geojson", "save_outlines_txt"],
         "_rois": ["save_imagej_rois"],
         "_tables": ["save_measurements_csv"],
     },

@@ -7,16 +7,8 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "_network": [
-            "NetworkLayout",
-            "blended_output",
-            "block_intensity_stats",
-            "intensity_range",
-            "network_input",
-            "network_sums",
-        ],
-        "_assemble": ["duplicate_cells"],
-        "_blocks": ["BlockGrid", "owned_cells"],
+        "_network": ["NetworkLayout"],
+        "_blocks": ["BlockGrid"],
         "_cluster": ["local_cluster"],
         "_segment": ["iter_segment_large", "segment_large"],
         "_tasks": ["TilesDone"],

@@ -7,14 +7,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
         "_ap": ["APResult", "average_precision"],
-        "_matching": [
-            "MaskIoUs",
-            "Matching",
-            "aggregated_jaccard_index",
-            "mask_ious",
-            "match_masks",
-            "unmatched_masks",
-        ],
+        "_matching": ["Matching", "match_masks", "unmatched_masks"],
         "_measure": ["RoiMeasurements", "measure_rois"],
         "_overlap": ["iou_matrix"],
         "_sizes": ["diameters"],

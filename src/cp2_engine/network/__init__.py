@@ -16,7 +16,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "resolve_precision",
             "use_channels_last",
         ],
-        "_net": ["CPnet", "DEFAULT_NBASE"],
+        "_net": ["CPnet"],
         "_runtime": [
             "BACKENDS",
             "NetRunner",

@@ -10,9 +10,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "_click": ["propose_roi"],
         "_dynamics": ["follow_flows", "get_masks"],
-        "_dynamics3d": ["follow_flows_3d", "get_masks_3d"],
-        "_flows": ["consecutive_labels", "labels_to_flows", "mask_centres", "masks_to_flows"],
-        "_flows3d": ["labels_to_flows_3d", "masks_to_flows_3d"],
+        "_flows": ["consecutive_labels", "labels_to_flows", "masks_to_flows"],
         "_masks": [
             "compute_masks",
             "fill_holes_and_remove_small_masks",

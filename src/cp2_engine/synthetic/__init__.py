@@ -5,7 +5,7 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "_cells": ["STYLES", "disks", "touching_cells"],
+        "_cells": ["disks", "touching_cells"],
         "_cells3d": ["touching_cells_3d"],
     },
 )

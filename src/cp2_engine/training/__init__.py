@@ -22,7 +22,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
         ],
         "_datasets": [
             "Subset",
-            "default_subset_sizes",
             "from_arrays",
             "load_folder",
             "remove_overlaps",
@@ -39,7 +38,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "TrainStarted",
         ],
         "_loop": ["iter_train", "preload", "train"],
-        "_losses": ["FlowLoss", "flow_loss"],
         "_resumable": [
             "discard_unfinished",
             "finish_unfinished",
@@ -47,6 +45,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "unfinished_path",
         ],
         "_size": ["train_size_model"],
-        "_stacks": ["is_stack_pair", "stack_to_planes"],
+        "_stacks": ["stack_to_planes"],
     },
 )

@@ -14,7 +14,7 @@ Recipe (Cellpose 2.0 paper defaults, see :class:`TrainConfig`): images are conve
 2-channel network input and normalised once; labels are turned into unit flows once; images with
 fewer than ``min_train_masks`` ROIs are skipped. Every epoch draws ``max(n_images,
 min_images_per_epoch)`` images, augments them (``_augment.py``) into ``bsize`` crops
-and takes SGD steps on :func:`cp2_engine.training.flow_loss`.
+and takes SGD steps on ``flow_loss`` (``_losses.py``).
 
 Randomness is local: epoch ``e`` draws from ``numpy.random.default_rng([seed, e])`` and a new
 network is initialised inside :func:`torch.random.fork_rng`, so the global numpy/torch RNGs are

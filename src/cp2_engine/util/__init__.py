@@ -6,12 +6,7 @@ import lazy_loader as _lazy
 __getattr__, __dir__, __all__ = _lazy.attach(
     __name__,
     submod_attrs={
-        "_atomic": [
-            "DiskFullError",
-            "atomic_write",
-            "atomic_write_file",
-            "give_default_permissions",
-        ],
+        "_atomic": ["DiskFullError", "atomic_write", "atomic_write_file"],
         "_progress": ["ProgressEvent", "drain", "format_duration", "relay"],
         "_safe_npy": ["UnsafeFileError", "load_npy_restricted"],
     },

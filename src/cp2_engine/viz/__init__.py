@@ -9,7 +9,7 @@ __getattr__, __dir__, __all__ = _lazy.attach(
     submod_attrs={
         "_pictures": ["flow_to_rgb", "masks_outlines", "overlay_png", "scale_to_uint8"],
         "_plotting": ["plot_ap_curve"],
-        "_cluster_figures": ["plot_ap_groups", "plot_style_map", "thumbnail"],
+        "_cluster_figures": ["plot_ap_groups", "plot_style_map"],
         "_truth_overlay": ["overlay_rgb"],
     },
 )
