@@ -254,9 +254,9 @@ def test_cp2_experiment_hitl_vs_offline_resumes_after_kill(tmp_path):
     out = tmp_path / "out"
     # pretrained_online_random round 2 training (its image accepted: the pending record is
     # used), then, in the resumed run, pretrained_offline N=1 training
-    kill_after(cmd("out"), r"^  training", 2)
+    kill_after(cmd("out"), r"^training on ", 2)
     assert not temp_files(out)
-    lines = kill_after(cmd("out"), r"^  training", 2)
+    lines = kill_after(cmd("out"), r"^training on ", 2)
     assert any(ln.startswith("continuing the run") for ln in lines)
     assert not temp_files(out)
     lines = run(cmd("out"))
@@ -279,7 +279,7 @@ def test_cp2_experiment_learning_curve_resumes_after_kill(tmp_path):
                                "--seeds", 1, *extra)  # fmt: skip
 
     run(cmd("ref"))
-    kill_after(cmd("out"), r"^  training", 3)  # 2 rows finished, the 3rd training
+    kill_after(cmd("out"), r"^training on ", 3)  # 2 rows finished, the 3rd training
     assert not temp_files(tmp_path / "out")
     lines = run(cmd("out"))
     assert sum("training" in ln for ln in lines) == 2

@@ -55,7 +55,7 @@ class ProgressDisplay:
             self.bar.total = event.total
         self.bar.n = event.done
         if event.tick:
-            self.bar.set_postfix_str(event.message[-60:], refresh=False)
+            self.bar.set_postfix_str(event.message, refresh=False)
         else:
             self.bar.write(event.message)
             sys.stdout.flush()
