@@ -329,3 +329,21 @@ def test_time_budget_fixes_the_steps_and_a_resume_keeps_them(setup):
     assert load_checkpoint(tmp / "out" / "cycle1" / "train.ckpt")["total_steps"] == 2
     again = _run(recipe, tmp / "out", tmp / "data")  # finished: skipped, not extended to 50
     assert again.losses == result.losses
+
+
+@pytest.mark.parametrize("default_precision", ["fp32", "bf16"])
+def test_evaluate_scores_another_precision_against_the_exact_masks(
+    setup, monkeypatch, default_precision
+):
+    from cp2_engine.inference import Model
+    from cp2_engine.recipes._install import evaluate
+
+    tmp, write = setup
+    recipe = load_bundled_recipe(write("steps = 2"))
+    model = Model.load("cp2_nuclei", device="cpu")
+    monkeypatch.setenv("CP2_PRECISION", default_precision)
+    same = evaluate(model, recipe, data_root=tmp / "data", compare_precision="fp32")
+    assert [r["precision_agreement"] for r in same] == [[1.0, 1.0, 1.0]] * 2
+    bf16 = evaluate(model, recipe, data_root=tmp / "data", compare_precision="bf16")
+    assert all(r["precision_agreement"][0] >= 0.9 for r in bf16)
+    assert "precision_agreement" not in evaluate(model, recipe, data_root=tmp / "data")[0]
