@@ -222,7 +222,7 @@ def provenance_line(meta: dict) -> str:
             f"commit {meta['commit']}, {meta['seconds'] / 60:.0f} min; command: "
             f"`{meta['command']}`"
             + (f"; docs written from its JSON by `{meta['rendered']}`" if meta.get("rendered")
-               else "") + ".")  # fmt: skip
+               else "") + "." + (f" {meta['note']}" if meta.get("note") else ""))  # fmt: skip
 
 
 def _same_run(a: dict, b: dict) -> bool:
@@ -379,6 +379,8 @@ def main(argv=None) -> int:
     parser.add_argument("--compare-precision", default="bf16", choices=("bf16", "none"),
                         help="also score masks of this network precision against the fp32 "
                              "masks at the annotated diameter ('none' skips)")  # fmt: skip
+    parser.add_argument("--note", help="a sentence for the provenance line (e.g. the machine "
+                        "was shared), kept in the JSON")  # fmt: skip
     parser.add_argument("--command", help=argparse.SUPPRESS)  # the parent's, for --parallel
     args = parser.parse_args(argv)
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -414,6 +416,11 @@ def main(argv=None) -> int:
         meta = dict(results[0]["meta"])
         if "--no-docs" in meta["command"].split():  # the evaluation did not write the docs
             meta["rendered"] = command
+        if args.note:
+            meta["note"] = args.note
+            for res in results:
+                res["meta"] = dict(res["meta"], note=args.note)
+                write_json(args.json_dir / f"{res['model']}.json", res)
     else:
         import torch
 
@@ -421,6 +428,8 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         meta = {"date": datetime.date.today().isoformat(), "machine": machine(),
                 "commit": commit(), "command": command, "threads": args.threads}  # fmt: skip
+        if args.note:
+            meta["note"] = args.note
         for name in args.models:
             res = evaluate_model(name, data_root=args.data, max_per_type=args.max_per_type,
                                  compare_precision=None if args.compare_precision == "none"
