@@ -155,7 +155,7 @@ class Task:
     def _start_thread(self) -> None:
         from napari.qt.threading import create_worker
 
-        from cp2_engine.network import tune_allocator
+        from cp2_engine.util import tune_allocator
 
         tune_allocator()  # before the thread exists: it then shares the main malloc heap
         worker = create_worker(lambda: (yield from self._gen), _start_thread=False)

@@ -425,7 +425,8 @@ def _page_faults_of_a_forward_pass():
 
     from cp2_engine.inference import accumulate_tiles
     from cp2_engine.large._blocks import _pin_threads_to_worker
-    from cp2_engine.network import CPnet, get_runner, tune_allocator
+    from cp2_engine.network import CPnet, get_runner
+    from cp2_engine.util import tune_allocator
 
     _pin_threads_to_worker()
     tune_allocator()

@@ -107,7 +107,7 @@ import resource, threading, time
 import numpy as np, torch
 from cp2_engine.network._net import CPnet
 from cp2_engine.inference._tiling import run_tiled
-from cp2_engine.network import tune_allocator
+from cp2_engine.util import tune_allocator
 
 stop = threading.Event()
 

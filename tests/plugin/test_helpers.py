@@ -142,11 +142,11 @@ def test_threaded_task_tunes_the_allocator_before_starting_its_thread(qtbot, mon
     # network's buffers were re-mapped at every pass (about 8% of a segmentation)
     import threading
 
-    import cp2_engine.network
+    import cp2_engine.util
 
     calls = []
     monkeypatch.setattr(  # the public name the plugin calls
-        cp2_engine.network,
+        cp2_engine.util,
         "tune_allocator",
         lambda: calls.append(threading.current_thread()),
     )

@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    from cp2_engine.util import tune_allocator
+
+    tune_allocator()  # before any thread or large buffer exists (training ~1.4x faster on CPU)
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError, TypeError) as err:

@@ -48,12 +48,12 @@ class ProgressDisplay:
             return
         from tqdm import tqdm
 
-        if self.bar is None:
+        if self.bar is None:  # a resumed job starts at its done: rate and ETA count this run
             self.bar = tqdm(total=event.total, unit=self.unit, desc=self.desc,
-                            disable=self.disable)  # fmt: skip
+                            initial=event.done, disable=self.disable)  # fmt: skip
         if self.bar.total != event.total:
             self.bar.total = event.total
-        self.bar.n = event.done
+        self.bar.update(event.done - self.bar.n)
         if event.tick:
             self.bar.set_postfix_str(event.message, refresh=False)
         else:

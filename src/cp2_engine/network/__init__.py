@@ -23,7 +23,6 @@ __getattr__, __dir__, __all__ = _lazy.attach(
             "get_runner",
             "openvino_available",
             "resolve_backend",
-            "tune_allocator",
         ],
         "_registry": [
             "ModelNotFoundError",

@@ -41,7 +41,7 @@ import torch
 from cp2_engine.network import autocast_for, resolve_precision, use_channels_last
 from cp2_engine.training._events import CheckpointSaved, StepEvent, TrainEvent
 from cp2_engine.training._losses import flow_loss
-from cp2_engine.util import atomic_write_file
+from cp2_engine.util import atomic_write_file, tune_allocator
 
 logger = logging.getLogger(__name__)
 
@@ -324,6 +324,7 @@ def run_steps(
 ) -> Generator[TrainEvent, None, None]:
     """Take SGD steps until ``plan.steps`` (or the time budget's count) are done.
 
+    On a CPU the glibc allocator is tuned first (:func:`cp2_engine.util.tune_allocator`).
     Per step: the SGD step, ``record(loss, lr)`` (bookkeeping that must precede the event, e.g.
     a log line), a :class:`StepEvent`, the events of ``after_step()`` (e.g. the end of an
     epoch) and a checkpoint when ``plan.checkpoint_seconds`` have passed. Closing the
@@ -356,6 +357,8 @@ def run_steps(
     >>> [type(e).__name__ for e in events], state.step
     (['StepEvent', 'StepEvent'], 2)
     """
+    if state.device.type == "cpu":
+        tune_allocator()  # glibc re-faults every freed activation otherwise: ~1.4x per CPU step
     start = state.step
     t_start = t_prev = last_save = time.perf_counter()
     try:
