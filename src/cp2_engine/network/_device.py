@@ -77,19 +77,29 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def use_channels_last(choice: bool | None, device: torch.device) -> bool:
-    """Whether to run the network channels-last: ``choice``, or on the CPU when it is None.
+def use_channels_last(
+    choice: bool | None, device: torch.device, *, training: bool = False
+) -> bool:
+    """Whether to run the network channels-last: ``choice``, or cp2's measured rule when None.
 
-    Channels-last convolutions are faster on x86 CPUs; on GPUs cp2 leaves the layout to torch.
+    Inference on a CPU: channels-last (oneDNN's fastest convolutions on x86; forward 1.14x on a
+    2-core AVX2 EPYC). Training on a CPU: channels-last only where the CPU has AVX-512 (a step
+    was ~8 % faster with it there); with AVX2 only, the backward pass is faster in torch's
+    default layout (a batch-8 224-px fp32 step 5.4 s vs 6.3 s channels-last, same run). On GPUs
+    cp2 leaves the layout to torch.
 
     Examples
     --------
     >>> use_channels_last(None, torch.device("cpu")), use_channels_last(False, torch.device("cpu"))
     (True, False)
+    >>> use_channels_last(None, torch.device("cuda"), training=True)
+    False
     """
-    if choice is None:
-        return device.type == "cpu"
-    return bool(choice)
+    if choice is not None:
+        return bool(choice)
+    if device.type != "cpu":
+        return False
+    return not training or torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def resolve_precision(precision: str | None = "auto", device: torch.device | str = "cpu") -> str:

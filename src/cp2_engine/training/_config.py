@@ -70,8 +70,9 @@ class TrainConfig:
         epochs, ``benchmarks/bench_bf16_round.py``) ended at the same loss as fp32 (0.1629 vs
         0.1627 over the last 10 epochs) and the same test AP, 2.6x faster on 2 cores.
     channels_last : bool or None
-        Use the channels-last memory format for the net and its input. None (default): on the
-        CPU only, where a training step is about 8% faster with it (benchmarks/bench_train.py).
+        Use the channels-last memory format for the net and its input. None (default): on a
+        CPU with AVX-512 only, where a step was about 8 % faster with it; on an AVX2 CPU the
+        default layout is faster (:func:`cp2_engine.network.use_channels_last`).
     anisotropy : float or None
         For z-stacks in the training set ((Z, Y, X) labels): z step divided by the xy pixel
         size. Stacks are trained on as 2-D planes in three orientations (YX, ZY, ZX), with Z of

@@ -112,7 +112,7 @@ class TrainState:
         device = torch.device(device)
         precision = resolve_precision(precision, device)
         net = net.to(device)
-        if use_channels_last(channels_last, device):
+        if use_channels_last(channels_last, device, training=True):
             net = net.to(memory_format=torch.channels_last)
         params = [p for p in net.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=learning_rate, momentum=momentum,

@@ -57,7 +57,7 @@ def _batch(data: _Data, idx, rng, config: TrainConfig, diam_mean: float, device,
         device=device,
     )
     x = batch.images
-    if use_channels_last(config.channels_last, torch.device(device)):
+    if use_channels_last(config.channels_last, torch.device(device), training=True):
         x = x.contiguous(memory_format=torch.channels_last)
     return x, batch.target()
 
