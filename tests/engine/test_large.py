@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -462,3 +463,37 @@ def _worker_profiler_enabled():
     import dask
 
     return dask.config.get("distributed.worker.profile.enabled")
+
+
+def test_new_settings_discard_old_parts_while_a_cancelled_block_writes(tmp_path, monkeypatch):
+    # a block task of a cancelled run kept writing into its run folder while a restart with
+    # other settings deleted the parts: rmtree failed with "Directory not empty"
+    import shutil
+
+    from cp2_engine.large._segment import _prepare_parts, _run_dir
+
+    grid = BlockGrid(shape=(64, 64), blocksize=32, overlap=8)
+    parts = tmp_path / "labels.zarr.parts"
+    _prepare_parts(parts, grid, {"settings": "old"})
+    stale_run = _run_dir(parts, {"settings": "old"})
+    real_unlink, wrote = os.unlink, []
+
+    def unlink_while_a_stale_block_writes(path, *args, **kwargs):
+        if not wrote and str(path) == "zarr.json":  # rmtree has listed a block's folder
+            wrote.append(True)  # and the cancelled task writes one more chunk into it
+            for block in stale_run.glob("block_*"):
+                chunk = block / "c" / "9" / "9"
+                chunk.parent.mkdir(parents=True, exist_ok=True)
+                chunk.write_bytes(b"stale")
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink_while_a_stale_block_writes)
+    _prepare_parts(parts, grid, {"settings": "new"})
+    monkeypatch.undo()
+    assert wrote
+    new_run = _run_dir(parts, {"settings": "new"})
+    blocks = [f"block_{i}_{j}" for i, j in grid.indices()]
+    assert sorted(p.name for p in new_run.iterdir()) == blocks
+    assert json.loads((parts / "run.json").read_text()) == {"settings": "new"}
+    assert not [p for p in tmp_path.iterdir() if p.name != parts.name]  # no debris left beside
+    shutil.rmtree(parts)

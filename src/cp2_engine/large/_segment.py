@@ -137,20 +137,35 @@ def _run_dir(parts_dir, fingerprint) -> Path:
     return Path(parts_dir) / f"run-{digest[:12]}"
 
 
+def _same_run(meta: Path, fingerprint) -> bool:
+    return meta.exists() and json.loads(meta.read_text()) == fingerprint
+
+
+def _discard_parts(parts_dir: Path) -> None:
+    """Delete an earlier run's parts while a cancelled block task of it may still write.
+
+    The folder is first moved aside (one atomic rename), so such a task cannot make the
+    deletion fail; what it writes after the move lands in its own run folder under the new
+    ``parts_dir``, which is never read and goes with the new run's parts at its end.
+    """
+    logger.info("discarding parts of an earlier run with other settings: %s", parts_dir)
+    trash = parts_dir.with_name(f"{parts_dir.name}.discarded-{os.getpid()}-{time.time_ns()}")
+    os.replace(parts_dir, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    if trash.exists():
+        logger.warning("could not delete all of %s; it can be removed by hand", trash)
+
+
 def _prepare_parts(parts_dir, grid, fingerprint):
     """Create (or reuse, if they belong to the same run settings) one part array per block."""
     import zarr
 
     parts_dir = Path(parts_dir)
     meta = parts_dir / "run.json"
-    if parts_dir.exists():
-        same = meta.exists() and json.loads(meta.read_text()) == fingerprint
-        if not same:
-            logger.info("discarding parts of an earlier run with other settings: %s", parts_dir)
-            shutil.rmtree(parts_dir)
-    if not parts_dir.exists():
-        parts_dir.mkdir(parents=True)
-
+    if parts_dir.exists() and not _same_run(meta, fingerprint):
+        _discard_parts(parts_dir)
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    if not _same_run(meta, fingerprint):
         tmp = meta.with_suffix(".tmp")
         tmp.write_text(json.dumps(fingerprint))
         os.replace(tmp, meta)
