@@ -199,3 +199,31 @@ def test_project_cost_ranking(tmp_path):
     assert project.next_image("cost") == ranking[0].name
     project.accept(ranking[0].name, made[int(ranking[0].name[-1])].labels)
     assert project.next_image("cost") == ranking[1].name  # the only one left
+
+
+@pytest.mark.slow
+def test_online_rounds_go_on_where_the_work_folder_did_not_travel(tmp_path):
+    # the journal (small JSON rows) is what a run keeps and commits; the work folder with the
+    # HITL projects and their round models stays on the machine. Continuing on another machine
+    # used to run the next round on a fresh project, with the pool's first image again
+    import shutil
+
+    from cp2_engine.cli import main
+    from cp2_engine.hitl import HitlProject
+
+    out = tmp_path / "exp"
+    argv = ["experiment", "hitl-vs-offline", *_TINY, "--n-train", "3", "--rounds", "3",
+            "--pretrained", "cp2_nuclei", "--strategies", "pretrained_online_random",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    first = json.loads((out / "hitl-vs-offline_keep0.75.json").read_text())["rows"]
+    for row in (out / "journal").glob("pretrained_online_random-*-r003*.json"):
+        row.unlink()  # killed before round 3 was journalled ...
+    shutil.rmtree(out / "journal" / "work")  # ... and continued on another machine
+    assert main(argv) == 0
+    rows = json.loads((out / "hitl-vs-offline_keep0.75.json").read_text())["rows"]
+    online = sorted((r for r in rows if r["step"] > 0), key=lambda r: r["step"])
+    assert [r["n_images"] for r in online] == [1, 2, 3]
+    assert [r["image"] for r in online] == [r["image"] for r in first if r["step"] > 0]
+    (project,) = (out / "journal" / "work").glob("pretrained_online_random-*")
+    assert len(HitlProject.open(project).rounds) == 3

@@ -51,6 +51,7 @@ from cp2_engine.hitl._journal import (
     finished_model,
     online_round,
     point_key,
+    reusable_rounds,
 )
 from cp2_engine.util import ProgressEvent, drain
 
@@ -289,9 +290,11 @@ class _Runner:
         yield {**base, "step": 0, **zero, "image": None, "ap50": start[0], "ap75": start[1],
                "train_seconds": 0.0}  # fmt: skip
         annotator, project, human = SimulatedAnnotator(keep_iou=s.keep_iou), None, 0
+        reuse = s.n_rounds if self.report_only else reusable_rounds(
+            self.journal, tag, s.n_rounds, self.workdir / tag)  # fmt: skip
         for step in range(1, s.n_rounds + 1):
             key = f"{tag}-r{step:03d}"
-            if (row := self.journal.get(key)) is not None:
+            if step <= reuse and (row := self.journal.get(key)) is not None:
                 human = row["human_rois"]
                 yield row
                 continue

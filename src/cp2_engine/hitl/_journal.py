@@ -157,3 +157,38 @@ def point_key(*parts: Any) -> str:
     """A short key (16 hex digits) for a result that depends on ``parts`` (JSON-able values)."""
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def reusable_rounds(journal: RowJournal, tag: str, n_rounds: int, project_dir: Path) -> int:
+    """How many journalled rounds of an online strategy a run may take from the journal.
+
+    All of them when every round is journalled. Otherwise the next round continues the HITL
+    project that holds the rounds before it, and that project (with its round models) lives
+    in the work folder, which stays on the machine that ran it while the journal may travel:
+    only the rounds the project holds are reused (none without it), the rest are run again.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> journal = RowJournal(folder / "journal")
+    >>> journal.put("s-r001", {"ap50": 0.5})  # round 1 of strategy "s" journalled elsewhere
+    >>> reusable_rounds(journal, "s", 2, folder / "journal" / "work" / "s")  # no project here
+    0
+    """
+    keys = [f"{tag}-r{k:03d}" for k in range(1, n_rounds + 1)]
+    n_rows = sum(journal.get(key) is not None for key in keys)
+    if n_rows == n_rounds:
+        return n_rounds
+    held = 0
+    if (project_dir / "project.json").is_file():
+        from cp2_engine.hitl._project import HitlProject
+
+        held = len(HitlProject.open(project_dir).rounds)
+    if held < n_rows:
+        logger.warning(
+            "%s: %d rounds are journalled but the work folder holds %d (it did not come "
+            "with the journal); running the strategy on from round %d", tag, n_rows, held,
+            held + 1,
+        )  # fmt: skip
+    return held
