@@ -227,3 +227,15 @@ def test_online_rounds_go_on_where_the_work_folder_did_not_travel(tmp_path):
     assert [r["image"] for r in online] == [r["image"] for r in first if r["step"] > 0]
     (project,) = (out / "journal" / "work").glob("pretrained_online_random-*")
     assert len(HitlProject.open(project).rounds) == 3
+
+
+def test_table_marks_an_online_strategy_that_has_only_its_start_point_as_not_run():
+    from cp2_engine.hitl._experiment_results import hitl_table
+
+    start = {"strategy": "pretrained_online_active", "step": 0, "human_rois": 0, "ap50": 0.0,
+             "ap75": 0.0, "drawn": 0, "fixed": 0, "n_images": 0}  # fmt: skip
+    rows = [*_hitl_rows(), start]
+    line = next(x for x in hitl_table(rows).splitlines() if "pretrained_online_active" in x)
+    assert "no round run yet" in line and "not reached" not in line
+    random = next(x for x in hitl_table(rows).splitlines() if "online_random" in x)
+    assert "no round run yet" not in random

@@ -64,7 +64,8 @@ def _fmt(value) -> str:
 
 def hitl_table(rows: list[dict]) -> str:
     """Markdown table: per strategy, ROIs to 95 % / 90 % of the best offline AP@0.5 (and
-    AP@0.75), the best AP@0.5 and the end point.
+    AP@0.75), the best AP@0.5 and the end point. An online strategy with only its start point
+    (step 0) says "no round run yet".
 
     Examples
     --------
@@ -82,6 +83,8 @@ def hitl_table(rows: list[dict]) -> str:
                    key=lambda r: (r["human_rois"], r["step"]))  # fmt: skip
         hits = [_fmt(x) for x in (e["rois_to_95"], e["rois_to_90"], e75["rois_to_95"],
                                   e75["rois_to_90"])]  # fmt: skip
+        if last["step"] == 0:  # an online strategy's start point alone: nothing to count yet
+            hits = ["no round run yet"] + ["-"] * 3
         lines.append(f"| {strategy} | {' | '.join(hits)} | {e['best']:.3f} ({e['rois_at_best']})"
                      f" | {last['step']} | {last['human_rois']} | {last['ap50']:.3f} | "
                      f"{last['ap75']:.3f} |")  # fmt: skip
