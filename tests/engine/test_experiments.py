@@ -239,3 +239,5 @@ def test_table_marks_an_online_strategy_that_has_only_its_start_point_as_not_run
     assert "no round run yet" in line and "not reached" not in line
     random = next(x for x in hitl_table(rows).splitlines() if "online_random" in x)
     assert "no round run yet" not in random
+    ran = {k: v["ran"] for k, v in summarise_hitl(rows)["strategies"].items()}
+    assert ran["pretrained_online_active"] is False and ran["pretrained_online_random"] is True

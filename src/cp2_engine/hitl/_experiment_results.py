@@ -29,12 +29,14 @@ def _atomic_text(path: Path, text: str) -> None:
 
 def summarise_hitl(rows: list[dict], *, metric: str = "ap50") -> dict:
     """Best offline AP, the 95 % / 90 % targets and, per strategy, the fewest human ROIs at which
-    its test AP reaches each target (None: not reached), its best and its last point.
+    its test AP reaches each target (None: not reached), its best and its last point; ``ran`` is
+    False for an online strategy that has only its start point (step 0).
 
     Examples
     --------
-    >>> rows = [{"strategy": "scratch_offline", "human_rois": 100, "ap50": 0.8},
-    ...         {"strategy": "pretrained_online_random", "human_rois": 10, "ap50": 0.77}]
+    >>> rows = [{"strategy": "scratch_offline", "step": 1, "human_rois": 100, "ap50": 0.8},
+    ...         {"strategy": "pretrained_online_random", "step": 1, "human_rois": 10,
+    ...          "ap50": 0.77}]
     >>> s = summarise_hitl(rows)
     >>> s["best_offline"], s["strategies"]["pretrained_online_random"]["rois_to_95"]
     (0.8, 10)
@@ -45,10 +47,11 @@ def summarise_hitl(rows: list[dict], *, metric: str = "ap50") -> dict:
            "targets": {f"{round(f * 100)}": (f * best if best else None)
                        for f in FRACTIONS}, "strategies": {}}  # fmt: skip
     for strategy in _STYLES:
-        pts = sorted((r["human_rois"], r[metric]) for r in rows if r["strategy"] == strategy)
-        if not pts:
+        own = [r for r in rows if r["strategy"] == strategy]
+        if not own:
             continue
-        entry = {}
+        pts = sorted((r["human_rois"], r[metric]) for r in own)
+        entry = {"ran": any(r["step"] > 0 for r in own)}
         for frac, target in zip(FRACTIONS, out["targets"].values()):
             hits = [rois for rois, ap in pts if target is not None and ap >= target]
             entry[f"rois_to_{round(frac * 100)}"] = hits[0] if hits else None
@@ -81,10 +84,8 @@ def hitl_table(rows: list[dict]) -> str:
         e75 = s75["strategies"][strategy]
         last = max((r for r in rows if r["strategy"] == strategy),
                    key=lambda r: (r["human_rois"], r["step"]))  # fmt: skip
-        hits = [_fmt(x) for x in (e["rois_to_95"], e["rois_to_90"], e75["rois_to_95"],
-                                  e75["rois_to_90"])]  # fmt: skip
-        if last["step"] == 0:  # an online strategy's start point alone: nothing to count yet
-            hits = ["no round run yet"] + ["-"] * 3
+        counts = (e["rois_to_95"], e["rois_to_90"], e75["rois_to_95"], e75["rois_to_90"])
+        hits = [_fmt(x) for x in counts] if e["ran"] else ["no round run yet", "-", "-", "-"]
         lines.append(f"| {strategy} | {' | '.join(hits)} | {e['best']:.3f} ({e['rois_at_best']})"
                      f" | {last['step']} | {last['human_rois']} | {last['ap50']:.3f} | "
                      f"{last['ap75']:.3f} |")  # fmt: skip
