@@ -153,10 +153,17 @@ def test_cli_hitl_vs_offline_resumes_and_reports(tmp_path):
     assert main([*argv, "--report-only"]) == 0
     assert json.loads((out / "hitl-vs-offline_keep0.75.json").read_text())["rows"] == rows
     assert len(list((out / "journal").glob("*.json"))) == n_files
+    # a call that trains one strategy writes results with every finished point: running the
+    # strategies one at a time used to leave tables and figures with the last one alone
+    assert main([*argv, "--strategies", "scratch_offline"]) == 0
+    record = json.loads((out / "hitl-vs-offline_keep0.75.json").read_text())
+    assert record["rows"] == rows and "--strategies" not in record["meta"]["command"]
     # the lenient annotator: its own online points and outputs; offline points are shared
     assert main([*argv, "--keep-iou", "0.5", "--strategies", "pretrained_offline"]) == 0
     lenient = json.loads((out / "hitl-vs-offline_keep0.5.json").read_text())["rows"]
-    assert lenient == [r for r in rows if r["strategy"] == "pretrained_offline"]
+    offline = [r for r in rows if r["strategy"] == "pretrained_offline"]
+    assert [r for r in lenient if r["strategy"] == "pretrained_offline"] == offline
+    assert {r["step"] for r in lenient if "online" in r["strategy"]} == {0}  # start points only
 
 
 @pytest.mark.slow

@@ -9,7 +9,9 @@ Held-out category (the pool and test set from split CSVs of a dataset folder)::
         --out runs/exp_tissue --keep-iou 0.75
 
 The same command continues a killed run (``<out>/journal/``); ``--report-only`` writes the
-results of the points finished so far without training.
+results of the points finished so far without training. ``--strategies``, ``--offline-n``,
+``--sizes`` and ``--seeds`` choose what a call trains; the results it writes cover every
+finished point of the whole design, so running the parts one at a time never shrinks them.
 """
 
 from __future__ import annotations
@@ -142,8 +144,35 @@ def _follow(gen):
         display.close()
 
 
-def _command(args: argparse.Namespace) -> str:
-    """The command line that regenerates these results (without --report-only / --restart)."""
+def _report_settings(args: argparse.Namespace, settings):
+    """The design the written results cover: the selection of this call (strategies, offline
+    sizes, subset sizes, seeds) widened to the full default design, so running one part never
+    shrinks the tables and figures that the other parts' finished points fill."""
+    from cp2_engine.hitl import ExperimentSettings
+
+    full = ExperimentSettings.quick() if args.quick else ExperimentSettings()
+    return dataclasses.replace(
+        settings,
+        strategies=full.strategies,
+        offline_n=tuple(sorted({*settings.offline_n, *full.offline_n})),
+        subset_sizes=tuple(sorted({*settings.subset_sizes, *full.subset_sizes})),
+        n_seeds=max(settings.n_seeds, full.n_seeds),
+        n_seeds_large=max(settings.n_seeds_large, full.n_seeds_large),
+    )
+
+
+def _command(args: argparse.Namespace, report) -> str:
+    """The command line that regenerates these results (without --report-only / --restart);
+    its selection is the ``report`` settings' (left out where that is the default)."""
+    from cp2_engine.hitl import ExperimentSettings
+
+    full = ExperimentSettings.quick() if args.quick else ExperimentSettings()
+    args = argparse.Namespace(**vars(args))
+    for arg, field in (("strategies", "strategies"), ("offline_n", "offline_n"),
+                       ("sizes", "subset_sizes"), ("seeds", "n_seeds"),
+                       ("seeds_large", "n_seeds_large")):  # fmt: skip
+        value = getattr(report, field)
+        setattr(args, arg, None if value == getattr(full, field) else value)
     parts = ["cp2 experiment", args.name]
     for key, value in vars(args).items():
         if key in ("name", "command", "verbose", "report_only", "restart") or key.startswith("_"):
@@ -160,7 +189,7 @@ def _meta(args, settings, data, pretrained, seconds: float) -> dict:
     return {"date": time.strftime("%Y-%m-%d"), "source": data.source,
             "pool": list(data.names()), "test": list(data.test_names),
             "pretrained": str(pretrained), "settings": dataclasses.asdict(settings),
-            "command": _command(args),
+            "command": _command(args, settings),
             "wall_seconds_this_call": round(seconds, 1),
             "title": f"{args.name}: {data.source}; start {Path(str(pretrained)).name}",
             }  # fmt: skip
@@ -188,15 +217,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"continuing the run recorded in {journal} (--restart starts again)", flush=True)
     kw = {"pretrained": pretrained, "settings": settings, "journal": journal,
           "restart": args.restart, "report_only": args.report_only}  # fmt: skip
-    if args.name == "learning-curve":
-        rows, stem = _follow(iter_learning_curve(data, **kw)), args.name
-    else:
-        rows = _follow(iter_hitl_vs_offline(data, **kw))
-        stem = f"{args.name}_keep{settings.keep_iou:g}"
+    experiment = iter_learning_curve if args.name == "learning-curve" else iter_hitl_vs_offline
+    rows = _follow(experiment(data, **kw))
+    report = _report_settings(args, settings)
+    if report != settings:  # the results cover every finished point, not this call's alone
+        rows = drain(experiment(data, **{**kw, "settings": report, "report_only": True}))
+    stem = args.name if args.name == "learning-curve" else f"{args.name}_keep{report.keep_iou:g}"
     if not rows:
         print("no finished points yet: nothing to write")
         return 0
-    meta = _meta(args, settings, data, pretrained, time.perf_counter() - t0)
+    meta = _meta(args, report, data, pretrained, time.perf_counter() - t0)
     for path in write_results(rows, args.out, name=args.name, stem=stem, meta=meta):
         print(f"wrote {path}")
     return 0
