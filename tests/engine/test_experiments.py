@@ -164,6 +164,10 @@ def test_cli_hitl_vs_offline_resumes_and_reports(tmp_path):
     offline = [r for r in rows if r["strategy"] == "pretrained_offline"]
     assert [r for r in lenient if r["strategy"] == "pretrained_offline"] == offline
     assert {r["step"] for r in lenient if "online" in r["strategy"]} == {0}  # start points only
+    # --restart discards the journal once, before training, not again before writing results
+    assert main([*argv, "--restart", "--strategies", "scratch_offline"]) == 0
+    after = json.loads((out / "hitl-vs-offline_keep0.75.json").read_text())["rows"]
+    assert {r["strategy"] for r in after} == {"scratch_offline"}
 
 
 @pytest.mark.slow

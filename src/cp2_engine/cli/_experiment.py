@@ -221,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
     rows = _follow(experiment(data, **kw))
     report = _report_settings(args, settings)
     if report != settings:  # the results cover every finished point, not this call's alone
-        rows = drain(experiment(data, **{**kw, "settings": report, "report_only": True}))
+        kw.update(settings=report, report_only=True, restart=False)  # --restart: done once
+        rows = drain(experiment(data, **kw))
     stem = args.name if args.name == "learning-curve" else f"{args.name}_keep{report.keep_iou:g}"
     if not rows:
         print("no finished points yet: nothing to write")
