@@ -252,3 +252,12 @@ def test_table_marks_an_online_strategy_that_has_only_its_start_point_as_not_run
     assert "no round run yet" not in random
     ran = {k: v["ran"] for k, v in summarise_hitl(rows)["strategies"].items()}
     assert ran["pretrained_online_active"] is False and ran["pretrained_online_random"] is True
+
+
+def test_table_without_an_offline_point_has_no_target_to_reach():
+    # an online run before any offline point read "not reached", as if a target had been missed
+    from cp2_engine.hitl._experiment_results import hitl_table
+
+    online = [r for r in _hitl_rows() if r["strategy"] == "pretrained_online_random"]
+    line = hitl_table(online).splitlines()[2]
+    assert "no offline point yet" in line and "not reached" not in line

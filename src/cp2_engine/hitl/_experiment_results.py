@@ -68,7 +68,8 @@ def _fmt(value) -> str:
 def hitl_table(rows: list[dict]) -> str:
     """Markdown table: per strategy, ROIs to 95 % / 90 % of the best offline AP@0.5 (and
     AP@0.75), the best AP@0.5 and the end point. An online strategy with only its start point
-    (step 0) says "no round run yet".
+    (step 0) says "no round run yet"; without an offline point there is no target yet, and the
+    table says so instead of "not reached".
 
     Examples
     --------
@@ -86,6 +87,8 @@ def hitl_table(rows: list[dict]) -> str:
                    key=lambda r: (r["human_rois"], r["step"]))  # fmt: skip
         counts = (e["rois_to_95"], e["rois_to_90"], e75["rois_to_95"], e75["rois_to_90"])
         hits = [_fmt(x) for x in counts] if e["ran"] else ["no round run yet", "-", "-", "-"]
+        if e["ran"] and s50["best_offline"] is None:  # no target to reach yet
+            hits = ["no offline point yet", "-", "-", "-"]
         lines.append(f"| {strategy} | {' | '.join(hits)} | {e['best']:.3f} ({e['rois_at_best']})"
                      f" | {last['step']} | {last['human_rois']} | {last['ap50']:.3f} | "
                      f"{last['ap75']:.3f} |")  # fmt: skip
