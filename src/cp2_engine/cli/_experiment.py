@@ -35,6 +35,9 @@ _SETTINGS = {  # argument -> ExperimentSettings field
     "seeds": "n_seeds", "seeds_large": "n_seeds_large", "bsize": "bsize",
     "batch_size": "batch_size", "device": "device", "keep_iou": "keep_iou",
 }  # fmt: skip
+#: The options that choose which points of the design a call trains (argument -> field).
+_SELECTION = {"strategies": "strategies", "offline_n": "offline_n", "sizes": "subset_sizes",
+              "seeds": "n_seeds", "seeds_large": "n_seeds_large"}  # fmt: skip
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,14 +90,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace):
-    from cp2_engine.hitl import ExperimentSettings
-
     overrides = {f: getattr(args, a) for a, f in _SETTINGS.items() if getattr(args, a) is not None}
     for arg, field in (("sizes", "subset_sizes"), ("offline_n", "offline_n"),
                        ("strategies", "strategies")):  # fmt: skip
         if getattr(args, arg):
             overrides[field] = tuple(getattr(args, arg))
     overrides["seed"] = args.seed
+    return _design(args, **overrides)
+
+
+def _design(args: argparse.Namespace, **overrides):
+    """The default design (``--quick``'s or the paper's) with ``overrides``."""
+    from cp2_engine.hitl import ExperimentSettings
+
     if args.quick:
         return ExperimentSettings.quick(**overrides)
     return dataclasses.replace(ExperimentSettings(), **overrides)
@@ -148,9 +156,7 @@ def _report_settings(args: argparse.Namespace, settings):
     """The design the written results cover: the selection of this call (strategies, offline
     sizes, subset sizes, seeds) widened to the full default design, so running one part never
     shrinks the tables and figures that the other parts' finished points fill."""
-    from cp2_engine.hitl import ExperimentSettings
-
-    full = ExperimentSettings.quick() if args.quick else ExperimentSettings()
+    full = _design(args)
     return dataclasses.replace(
         settings,
         strategies=full.strategies,
@@ -164,13 +170,8 @@ def _report_settings(args: argparse.Namespace, settings):
 def _command(args: argparse.Namespace, report) -> str:
     """The command line that regenerates these results (without --report-only / --restart);
     its selection is the ``report`` settings' (left out where that is the default)."""
-    from cp2_engine.hitl import ExperimentSettings
-
-    full = ExperimentSettings.quick() if args.quick else ExperimentSettings()
-    args = argparse.Namespace(**vars(args))
-    for arg, field in (("strategies", "strategies"), ("offline_n", "offline_n"),
-                       ("sizes", "subset_sizes"), ("seeds", "n_seeds"),
-                       ("seeds_large", "n_seeds_large")):  # fmt: skip
+    full, args = _design(args), argparse.Namespace(**vars(args))
+    for arg, field in _SELECTION.items():
         value = getattr(report, field)
         setattr(args, arg, None if value == getattr(full, field) else value)
     parts = ["cp2 experiment", args.name]

@@ -29,8 +29,9 @@ def _atomic_text(path: Path, text: str) -> None:
 
 def summarise_hitl(rows: list[dict], *, metric: str = "ap50") -> dict:
     """Best offline AP, the 95 % / 90 % targets and, per strategy, the fewest human ROIs at which
-    its test AP reaches each target (None: not reached), its best and its last point; ``ran`` is
-    False for an online strategy that has only its start point (step 0).
+    its test AP reaches each target (None: not reached, or no target: ``targets`` are None without
+    an offline point), its best and its last point; ``ran`` is False for an online strategy that
+    has only its start point (step 0).
 
     Examples
     --------
