@@ -261,3 +261,17 @@ def test_table_without_an_offline_point_has_no_target_to_reach():
     online = [r for r in _hitl_rows() if r["strategy"] == "pretrained_online_random"]
     line = hitl_table(online).splitlines()[2]
     assert "no offline point yet" in line and "not reached" not in line
+
+
+def test_figure_leaves_out_a_strategy_with_no_round_run():
+    # an online strategy with only its round 0 (the start model, shared by every pretrained
+    # strategy) was drawn and named in the legend as if it had been run
+    from cp2_engine.hitl._experiment_results import _plot
+
+    start = {"strategy": "pretrained_online_active", "step": 0, "human_rois": 0, "ap50": 0.5,
+             "ap75": 0.25, "drawn": 0, "fixed": 0, "n_images": 0}  # fmt: skip
+    rows = [*_hitl_rows(), start]
+    fig = _plot(rows, "hitl-vs-offline", "t")
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "pretrained_online_random" in labels and "scratch_offline" in labels
+    assert "pretrained_online_active" not in labels

@@ -188,7 +188,7 @@ def _plot_hitl(ax, rows, metric) -> None:
     for strategy, (colour, style) in _STYLES.items():
         sel = sorted((r for r in rows if r["strategy"] == strategy),
                      key=lambda r: (r["human_rois"], r["step"]))  # fmt: skip
-        if sel:
+        if any(r["step"] > 0 for r in sel):  # round 0 alone: the shared start, nothing run
             x = [max(1, r["human_rois"]) for r in sel]
             ax.plot(x, [r[metric] for r in sel], style, color=colour, label=strategy, ms=4)
     summary = summarise_hitl(rows, metric=metric)
