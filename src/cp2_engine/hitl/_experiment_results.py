@@ -185,13 +185,14 @@ def _plot_curve(ax, rows, metric) -> None:
 
 
 def _plot_hitl(ax, rows, metric) -> None:
+    summary = summarise_hitl(rows, metric=metric)
     for strategy, (colour, style) in _STYLES.items():
+        if not summary["strategies"].get(strategy, {}).get("ran"):  # none, or the start alone
+            continue
         sel = sorted((r for r in rows if r["strategy"] == strategy),
                      key=lambda r: (r["human_rois"], r["step"]))  # fmt: skip
-        if any(r["step"] > 0 for r in sel):  # round 0 alone: the shared start, nothing run
-            x = [max(1, r["human_rois"]) for r in sel]
-            ax.plot(x, [r[metric] for r in sel], style, color=colour, label=strategy, ms=4)
-    summary = summarise_hitl(rows, metric=metric)
+        x = [max(1, r["human_rois"]) for r in sel]
+        ax.plot(x, [r[metric] for r in sel], style, color=colour, label=strategy, ms=4)
     for (key, target), ls in zip(summary["targets"].items(), (":", "-.")):
         if target is not None:
             ax.axhline(target, color="grey", lw=0.8, ls=ls, label=f"{key}% of best offline")
